@@ -1,0 +1,39 @@
+"""vaekit: variational autoencoders, correct to the math, fast, and honest in their numbers."""
+
+from vaekit.checkpoint import load_checkpoint, save_checkpoint
+from vaekit.config import Config, ModelConfig, TrainConfig, preset
+from vaekit.data import load_dataset
+from vaekit.errors import CheckpointError, DataError, TrainingDiverged, VaekitError
+from vaekit.evaluation import evaluate
+from vaekit.model import VAE
+from vaekit.objectives import elbo, importance_sampled_log_px, iwae_bound
+from vaekit.training import train
+
+__version__ = "0.1.0"
+
+
+def load(run: str) -> VAE:
+    """Load a trained model from a run folder or checkpoint file."""
+    return load_checkpoint(run)[0]
+
+
+__all__ = [
+    "VAE",
+    "CheckpointError",
+    "Config",
+    "DataError",
+    "ModelConfig",
+    "TrainConfig",
+    "TrainingDiverged",
+    "VaekitError",
+    "elbo",
+    "evaluate",
+    "importance_sampled_log_px",
+    "iwae_bound",
+    "load",
+    "load_checkpoint",
+    "load_dataset",
+    "preset",
+    "save_checkpoint",
+    "train",
+]

@@ -1,0 +1,3 @@
+from vaekit.cli import main
+
+main()

@@ -1,0 +1,224 @@
+"""The `vaekit` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from vaekit.checkpoint import load_checkpoint
+from vaekit.config import Config, apply_overrides, load_config_file, preset, replace
+from vaekit.data.pixels import PIXEL_MODES
+from vaekit.errors import VaekitError
+from vaekit.evaluation import evaluate
+from vaekit.training import load_splits, train
+from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
+
+
+def _friendly_errors(fn):
+    """Print a VaekitError as one clear message and exit 1, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except VaekitError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted; the last checkpoint (if any) is intact", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vaekit")
+def main() -> None:
+    """Variational autoencoders: train, evaluate, and use them."""
+
+
+@main.command("train")
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), help="JSON or TOML config."
+)
+@click.option("--preset", "preset_name", help="Named preset (demo, mlp, conv, mlp-8bit).")
+@click.option("--data", help="mnist, fashion-mnist, or a PATH (IDX, .npy, image folder).")
+@click.option("--data-dir", help="Folder that holds named datasets (also: $VAEKIT_DATA).")
+@click.option("--pixels", type=click.Choice(PIXEL_MODES), help="How pixels are modelled.")
+@click.option("--epochs", type=int, help="Total epochs (with --resume: extend the run to this).")
+@click.option("--out", "out", default="runs/latest", show_default=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--limit", type=int, help="Use only the first N training images (quick runs).")
+@click.option("--seed", type=int)
+@click.option("--threads", type=int, help="CPU threads for PyTorch.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override any setting, e.g. --set train.lr=2e-3 --set model.latent_dim=64.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_friendly_errors
+def train_cmd(
+    config_file,
+    preset_name,
+    data,
+    data_dir,
+    pixels,
+    epochs,
+    out,
+    resume,
+    limit,
+    seed,
+    threads,
+    device,
+    overrides,
+    quiet,
+) -> None:
+    """Train a VAE; writes config.json, metrics.jsonl and checkpoint.safetensors to --out."""
+    if resume:
+        if config_file or preset_name or overrides:
+            raise VaekitError(
+                "--resume continues the run's own config; drop --config/--preset/--set"
+            )
+        cfg = Config()  # replaced by the checkpoint's config inside train()
+    elif config_file and preset_name:
+        raise VaekitError("give --config or --preset, not both")
+    else:
+        cfg = load_config_file(config_file) if config_file else preset(preset_name or "mlp")
+        cfg = replace(
+            cfg,
+            data=data,
+            data_dir=data_dir,
+            pixels=pixels,
+            epochs=epochs,
+            limit=limit,
+            seed=seed,
+            threads=threads,
+            device=device,
+        )
+        cfg = apply_overrides(cfg, list(overrides))
+    if resume and threads:
+        torch.set_num_threads(threads)
+    run = train(cfg, out, resume=resume, progress=not quiet, total_epochs=epochs)
+    click.echo(f"run folder: {run}  (checkpoint: {run / 'checkpoint.safetensors'})")
+
+
+def _load_run(run_dir: str, data_dir: str | None, limit: int | None):
+    model, cfg, _ = load_checkpoint(run_dir)
+    cfg.train.data_dir = data_dir or cfg.train.data_dir
+    cfg.train.limit = limit if limit is not None else cfg.train.limit
+    return model, cfg, load_splits(cfg, torch.device("cpu"))
+
+
+_run_arg = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+_data_dir_opt = click.option("--data-dir", help="Where the run's dataset lives, if moved.")
+
+
+@main.command("evaluate")
+@_run_arg
+@click.option("--k", "k", default=5000, show_default=True, help="Importance samples for log p(x).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--batch-size", default=100, show_default=True)
+@click.option("--limit", type=int, help="Evaluate on the first N/6 test images only.")
+@click.option("--seed", default=0, show_default=True)
+@_data_dir_opt
+@_friendly_errors
+def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None:
+    """Test-split ELBO, KL per dimension, active units and importance-sampled log p(x)."""
+    model, cfg, splits = _load_run(run_dir, data_dir, limit)
+    res = evaluate(
+        model,
+        splits.test,
+        cfg.train.pixels,
+        k=k,
+        batch_size=batch_size,
+        seed=seed,
+        progress=not as_json,
+    )
+    if as_json:
+        click.echo(json.dumps(res))
+        return
+    bits = res["dims"] * 0.6931471805599453
+    click.echo(f"test split: {res['n']} images, {res['dims']} dims, pixels {res['pixels']}")
+    click.echo(f"  reconstruction E_q[log p(x|z)] {res['reconstruction']:10.3f} nats")
+    click.echo(
+        f"  KL(q(z|x) || p(z))              {res['kl']:10.3f} nats  ({res['estimators']['kl']})"
+    )
+    click.echo(
+        f"  ELBO                            {res['elbo']:10.3f} nats  "
+        f"{res['elbo_bits_per_dim']:.4f} bits/dim"
+    )
+    if res["log_px"] is not None:
+        click.echo(
+            f"  log p(x), IS with K={k:<6d}      {res['log_px']:10.3f} nats  "
+            f"{res['bits_per_dim']:.4f} bits/dim"
+        )
+        click.echo(
+            f"  Jensen gap log p(x) - ELBO      {res['jensen_gap']:10.3f} nats  "
+            f"({res['jensen_gap'] / bits:.4f} bits/dim)"
+        )
+    click.echo(
+        f"  active units (Cov > 0.01)       {res['active_units']:10d} of {res['latent_dim']}"
+    )
+    per_dim = " ".join(f"{v:.2f}" for v in sorted(res["kl_per_dim"], reverse=True))
+    click.echo(f"  KL per dimension (sorted)       {per_dim}")
+    if "bits_per_dim_note" in res:
+        click.echo(f"  note: {res['bits_per_dim_note']}")
+
+
+@main.command("sample")
+@_run_arg
+@click.option("--n", default=64, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG file [RUN_DIR/samples.png].")
+@click.option("--seed", default=0, show_default=True)
+@_friendly_errors
+def sample_cmd(run_dir, n, out, seed) -> None:
+    """Images decoded from z ~ p(z)."""
+    model, _, _ = load_checkpoint(run_dir)
+    path = save_grid(sample_images(model, n, seed), out or Path(run_dir) / "samples.png")
+    click.echo(f"wrote {n} samples to {path}")
+
+
+@main.command("reconstruct")
+@_run_arg
+@click.option("--n", default=32, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG [RUN_DIR/reconstructions.png].")
+@_data_dir_opt
+@_friendly_errors
+def reconstruct_cmd(run_dir, n, out, data_dir) -> None:
+    """Test images beside their reconstructions (pairs: input, reconstruction)."""
+    model, cfg, splits = _load_run(run_dir, data_dir, None)
+    imgs = reconstruct_images(model, splits.test[:n], cfg.train.pixels)
+    path = save_grid(imgs, out or Path(run_dir) / "reconstructions.png", nrow=16)
+    click.echo(f"wrote {min(n, len(splits.test))} input/reconstruction pairs to {path}")
+
+
+@main.command("interpolate")
+@_run_arg
+@click.option("--steps", default=10, show_default=True)
+@click.option("--pairs", default=8, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG [RUN_DIR/interpolations.png].")
+@_data_dir_opt
+@_friendly_errors
+def interpolate_cmd(run_dir, steps, pairs, out, data_dir) -> None:
+    """Decoded straight lines between the latent means of pairs of test images."""
+    model, cfg, splits = _load_run(run_dir, data_dir, None)
+    test = splits.test
+    pairs = min(pairs, len(test) // 2)
+    if pairs < 1:
+        raise VaekitError("need at least 2 test images to interpolate")
+    imgs = interpolate_images(model, test[:pairs], test[pairs : 2 * pairs], cfg.train.pixels, steps)
+    path = save_grid(imgs, out or Path(run_dir) / "interpolations.png", nrow=steps + 2)
+    click.echo(f"wrote {pairs} interpolations of {steps} steps to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Configuration: plain dataclasses, JSON/TOML files, named presets and `key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from vaekit.errors import VaekitError
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture (stored in every checkpoint)."""
+
+    arch: str = "mlp"  # mlp | conv
+    latent_dim: int = 32
+    hidden: list[int] = field(default_factory=lambda: [512, 512])  # mlp widths
+    channels: int = 32  # conv base width
+    blocks: int = 1  # conv residual blocks per stage
+    likelihood: str = "bernoulli"  # set from the pixel mode at training time
+    n_mix: int = 5  # logistic-mixture components
+    prior: str = "standard-normal"
+    image_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+
+
+@dataclass
+class TrainConfig:
+    """The training run: data, objective and optimisation."""
+
+    data: str = "mnist"
+    data_dir: str | None = None
+    pixels: str = "dynamic-binary"
+    limit: int | None = None  # use only the first N train/test images (quick runs, tests)
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_final: float = 1e-4  # cosine decay from lr to lr_final over the run
+    weight_decay: float = 0.0
+    grad_clip: float | None = 100.0
+    objective: str = "elbo"  # elbo | iwae
+    iw_k: int = 1  # samples for the IWAE bound
+    beta: float = 1.0  # weight on KL (beta-VAE); 1 gives the true ELBO
+    kl_warmup_epochs: float = 0.0  # linear beta ramp from 0
+    free_bits: float = 0.0  # nats per latent dim (batch-averaged), Kingma et al. 2016
+    seed: int = 0
+    threads: int | None = None
+    device: str = "cpu"
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        unknown = set(d) - {"model", "train"}
+        if unknown:
+            raise VaekitError(f"config: unknown section(s) {sorted(unknown)}; use model/train")
+        return cls(
+            _build(ModelConfig, d.get("model", {}), "model"),
+            _build(TrainConfig, d.get("train", {}), "train"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _build(kind: type, values: dict[str, Any], section: str):
+    names = {f.name for f in fields(kind)}
+    unknown = set(values) - names
+    if unknown:
+        raise VaekitError(f"config [{section}]: unknown key(s) {sorted(unknown)}")
+    return kind(**values)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A minute on a laptop: enough to see digits, not a benchmark.
+    "demo": {
+        "model": {"hidden": [256, 256], "latent_dim": 16},
+        "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3},
+    },
+    # The reference MLP for dynamically binarized MNIST (benchmarks/mnist_nll.py).
+    "mlp": {
+        "model": {"hidden": [512, 512], "latent_dim": 32},
+        "train": {
+            "epochs": 160,
+            "batch_size": 128,
+            "lr": 1e-3,
+            "lr_final": 5e-5,
+            "kl_warmup_epochs": 5,
+        },
+    },
+    # Residual convolutional encoder/decoder.
+    "conv": {
+        "model": {"arch": "conv", "channels": 32, "latent_dim": 32},
+        "train": {"epochs": 20, "batch_size": 128, "lr": 1e-3, "kl_warmup_epochs": 2},
+    },
+    # 8-bit MNIST under a discretized logistic mixture (exact bits/dim; for compression).
+    "mlp-8bit": {
+        "model": {"hidden": [512, 512], "latent_dim": 32},
+        "train": {"pixels": "8bit", "epochs": 50, "lr": 1e-3, "kl_warmup_epochs": 2},
+    },
+}
+
+
+def load_config_file(path: str | Path) -> Config:
+    """Read a config from a `.json` or `.toml` file with `[model]` and `[train]` sections."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        d = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except FileNotFoundError as e:
+        raise VaekitError(f"config file {path} not found") from e
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise VaekitError(f"config file {path} is not valid {path.suffix[1:]}: {e}") from e
+    try:
+        return Config.from_dict(d)
+    except TypeError as e:
+        raise VaekitError(f"config file {path}: {e}") from e
+
+
+def preset(name: str) -> Config:
+    """A named preset's config."""
+    if name not in PRESETS:
+        raise VaekitError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return Config.from_dict(json.loads(json.dumps(PRESETS[name])))
+
+
+def _coerce(value: str, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value.lower() in ("none", "null") and type(None) in args:
+        return None
+    if origin in (list, tuple):
+        return [_coerce(v, args[0]) for v in value.strip("[]").split(",") if v.strip()]
+    if args:  # Optional[X] / X | None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        return value.lower() in ("1", "true", "yes", "on")
+    return hint(value)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.key=value` (or a unique `key=value`) overrides, typed by the dataclass."""
+    for item in overrides:
+        if "=" not in item:
+            raise VaekitError(f"override {item!r}: expected key=value, e.g. train.lr=2e-3")
+        key, value = item.split("=", 1)
+        section, _, name = key.rpartition(".")
+        targets = [s for s in ("model", "train") if (not section or s == section)]
+        matches = [s for s in targets if name in {f.name for f in fields(getattr(cfg, s))}]
+        if len(matches) != 1:
+            raise VaekitError(f"override {item!r}: no unique setting named {key!r}")
+        obj = getattr(cfg, matches[0])
+        hints = typing.get_type_hints(type(obj))
+        try:
+            setattr(obj, name, _coerce(value, hints[name]))
+        except (ValueError, TypeError) as e:
+            raise VaekitError(f"override {item!r}: {e}") from e
+    return cfg
+
+
+def replace(cfg: Config, **train_changes: Any) -> Config:
+    """A copy of `cfg` with some train settings changed (None values are ignored)."""
+    changes = {k: v for k, v in train_changes.items() if v is not None}
+    return Config(dataclasses.replace(cfg.model), dataclasses.replace(cfg.train, **changes))

@@ -1,0 +1,247 @@
+"""Finding and reading image data: named datasets, IDX files, `.npy` arrays, image folders.
+
+Every loader returns uint8 arrays shaped (N, C, H, W); pixel modes are applied later
+(`vaekit.data.pixels`), on the device, so a dataset is one compact tensor in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vaekit.data.idx import read_idx
+from vaekit.errors import DataError
+
+NAMED_DATASETS = ("mnist", "fashion-mnist")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+_SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# Debian's dataset-fashion-mnist package; checked last among the default places.
+_DEBIAN_PLACES = {"fashion-mnist": [Path("/usr/share/dataset-fashion-mnist")]}
+
+
+@dataclass
+class Dataset:
+    """A train/test pair of uint8 image arrays (N, C, H, W) with optional labels."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.shape[1:])  # type: ignore[return-value]
+
+
+def default_data_dirs() -> list[Path]:
+    """Places searched for named datasets, after `--data-dir` and `$VAEKIT_DATA`."""
+    repo_root = Path(__file__).resolve().parents[3]
+    places = [
+        Path.cwd() / "../shared/data",
+        repo_root.parent / "shared/data",
+        Path.home() / ".cache/vaekit/data",
+    ]
+    seen: list[Path] = []
+    for p in places:
+        p = p.resolve()
+        if p not in seen:
+            seen.append(p)
+    return seen
+
+
+def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The ordered list of roots: `data_dir`, then `$VAEKIT_DATA`, then the defaults."""
+    dirs: list[Path] = []
+    if data_dir:
+        dirs.append(Path(data_dir))
+    if os.environ.get("VAEKIT_DATA"):
+        dirs.extend(Path(p) for p in os.environ["VAEKIT_DATA"].split(os.pathsep) if p)
+    return dirs + default_data_dirs()
+
+
+def _find_split_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate_named(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Find the folder holding the IDX files of a named dataset, or explain where we looked."""
+    looked: list[Path] = []
+    roots = search_dirs(data_dir)
+    candidates = [r / name for r in roots] + [r for r in roots if r.name == name]
+    candidates += _DEBIAN_PLACES.get(name, [])
+    for folder in candidates:
+        looked.append(folder)
+        if folder.is_dir() and _find_split_file(folder, _SPLIT_FILES["train"][0]):
+            return folder
+    where = "\n  ".join(str(p) for p in looked)
+    raise DataError(
+        f"dataset {name!r} not found. Looked in:\n  {where}\n"
+        f"Point vaekit at a folder that contains {name}/ (the IDX .gz files) with "
+        f"--data-dir DIR or the VAEKIT_DATA environment variable, or pass --data PATH."
+    )
+
+
+def verify_checksums(folder: Path, files: list[Path]) -> None:
+    """Check `files` against `folder/SHA256SUMS` when that file exists."""
+    sums_file = folder / "SHA256SUMS"
+    if not sums_file.is_file():
+        return
+    expected: dict[str, str] = {}
+    for line in sums_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            expected[parts[1].lstrip("*")] = parts[0].lower()
+    for f in files:
+        want = expected.get(f.name)
+        if want is None:
+            continue
+        got = hashlib.sha256(f.read_bytes()).hexdigest()
+        if got != want:
+            raise DataError(
+                f"{f}: SHA256 checksum mismatch (expected {want[:12]}…, got {got[:12]}…); "
+                f"the file is corrupt or was replaced: download it again"
+            )
+
+
+def _as_nchw(images: np.ndarray, source: str) -> np.ndarray:
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+        images = images.transpose(0, 3, 1, 2)
+    if images.ndim != 4 or images.shape[1] not in (1, 3, 4):
+        raise DataError(
+            f"{source}: expected images shaped (N, H, W), (N, C, H, W) or (N, H, W, C) with "
+            f"1, 3 or 4 channels; got {images.shape}"
+        )
+    if images.shape[0] == 0:
+        raise DataError(f"{source}: contains no images")
+    return np.ascontiguousarray(images)
+
+
+def to_uint8(images: np.ndarray, source: str) -> np.ndarray:
+    """Accept uint8, or floats in [0, 1]; anything else is refused with the reason."""
+    if images.dtype == np.uint8:
+        return images
+    if np.issubdtype(images.dtype, np.floating):
+        if not np.isfinite(images).all():
+            raise DataError(f"{source}: contains NaN or infinite values")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"{source}: float images must lie in [0, 1]; found values in [{lo:g}, {hi:g}]"
+            )
+        return np.round(images * 255.0).astype(np.uint8)
+    if np.issubdtype(images.dtype, np.integer):
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"{source}: integer pixels must lie in [0, 255]; found [{lo}, {hi}]")
+        return images.astype(np.uint8)
+    raise DataError(f"{source}: unsupported dtype {images.dtype}")
+
+
+def read_named(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load MNIST or Fashion-MNIST from the first place that has it, verifying checksums."""
+    folder = locate_named(name, data_dir)
+    arrays = {}
+    files = []
+    for split, stems in _SPLIT_FILES.items():
+        for stem in stems:
+            f = _find_split_file(folder, stem)
+            if f is None:
+                raise DataError(f"{folder}: missing {stem}(.gz) for the {split} split")
+            files.append(f)
+    verify_checksums(folder, files)
+    for f in files:
+        arrays[f.name.split(".")[0]] = read_idx(f).array
+    train, test = arrays["train-images-idx3-ubyte"], arrays["t10k-images-idx3-ubyte"]
+    train_y, test_y = arrays["train-labels-idx1-ubyte"], arrays["t10k-labels-idx1-ubyte"]
+    if len(train) != len(train_y) or len(test) != len(test_y):
+        raise DataError(f"{folder}: image and label files disagree on the number of examples")
+    return Dataset(name, _as_nchw(train, name), _as_nchw(test, name), train_y, test_y)
+
+
+def read_image_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
+    """Read every image in `folder` (sorted by name) into one uint8 (N, C, H, W) array."""
+    from PIL import Image, UnidentifiedImageError
+
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                gray = im.mode in ("1", "L", "LA", "I", "I;16")
+                arr = np.asarray(im.convert("L" if gray else "RGB"))
+                if not gray and (arr == arr[..., :1]).all():  # palette or RGB images of greys
+                    arr = arr[..., 0]
+                images.append(arr)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"{p}: not a readable image ({e})") from e
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        if len({s[:2] for s in shapes}) > 1:
+            raise DataError(f"{folder}: images differ in size ({sorted(shapes)[:3]}…); resize them")
+        images = [im if im.ndim == 3 else np.repeat(im[..., None], 3, -1) for im in images]
+    return _as_nchw(np.stack(images), str(folder)), [p.name for p in paths]
+
+
+def read_images(path: str | os.PathLike) -> np.ndarray:
+    """Read an image set from a `.npy` array, an IDX file or a folder of images."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return read_image_folder(path)[0]
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable .npy array ({e})") from e
+        return _as_nchw(to_uint8(arr, str(path)), str(path))
+    return _as_nchw(to_uint8(read_idx(path).array, str(path)), str(path))
+
+
+def split_holdout(images: np.ndarray, fraction: float = 0.1, seed: int = 0):
+    """A fixed random split into (train, test): the same seed always gives the same split."""
+    n_test = max(1, int(round(len(images) * fraction)))
+    if len(images) < 2:
+        raise DataError("need at least 2 images to hold some out for testing")
+    perm = np.random.default_rng(seed).permutation(len(images))
+    return images[perm[n_test:]], images[perm[:n_test]]
+
+
+def load_dataset(spec: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a named dataset, a folder of IDX files, or any image set (with a 10% test holdout)."""
+    if spec in NAMED_DATASETS:
+        return read_named(spec, data_dir)
+    path = Path(spec)
+    if path.is_dir() and _find_split_file(path, _SPLIT_FILES["train"][0]):
+        files = [_find_split_file(path, s) for stems in _SPLIT_FILES.values() for s in stems]
+        present = [f for f in files if f is not None]
+        verify_checksums(path, present)
+        train = _as_nchw(read_idx(present[0]).array, str(present[0]))
+        test_f = _find_split_file(path, _SPLIT_FILES["test"][0])
+        if test_f is not None:
+            return Dataset(path.name, train, _as_nchw(read_idx(test_f).array, str(test_f)))
+        tr, te = split_holdout(train)
+        return Dataset(path.name, tr, te)
+    if not path.exists():
+        raise DataError(
+            f"--data {spec!r}: not a named dataset ({', '.join(NAMED_DATASETS)}) and no such "
+            f"file or folder"
+        )
+    tr, te = split_holdout(read_images(path))
+    return Dataset(path.stem, tr, te)

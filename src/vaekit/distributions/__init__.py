@@ -1,0 +1,22 @@
+"""Distributions: diagonal Gaussian posteriors/priors and the decoder likelihoods."""
+
+from vaekit.distributions.gaussian import diagonal_gaussian, kl_per_dim
+from vaekit.distributions.likelihoods import (
+    BernoulliLikelihood,
+    DiscretizedLogisticMixture,
+    GaussianLikelihood,
+    Likelihood,
+    LogisticMixtureLikelihood,
+    make_likelihood,
+)
+
+__all__ = [
+    "BernoulliLikelihood",
+    "DiscretizedLogisticMixture",
+    "GaussianLikelihood",
+    "Likelihood",
+    "LogisticMixtureLikelihood",
+    "diagonal_gaussian",
+    "kl_per_dim",
+    "make_likelihood",
+]

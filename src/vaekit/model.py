@@ -1,0 +1,64 @@
+"""The VAE: encoder q(z|x), decoder p(x|z) and prior p(z), each returned as a distribution."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent
+
+from vaekit.config import ModelConfig
+from vaekit.distributions import diagonal_gaussian, make_likelihood
+from vaekit.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vaekit.priors import make_prior
+
+
+class VAE(nn.Module):
+    """A variational autoencoder built from a `ModelConfig` (which `save`/`load` round-trip)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.likelihood = make_likelihood(config.likelihood, config.n_mix)
+        shape, d = config.image_shape, config.latent_dim
+        p = self.likelihood.params_per_channel
+        if config.arch == "mlp":
+            self.encoder = MLPEncoder(shape, config.hidden, d)
+            self.decoder = MLPDecoder(shape, config.hidden[::-1], d, p)
+        elif config.arch == "conv":
+            self.encoder = ConvEncoder(shape, config.channels, d, config.blocks)
+            self.decoder = ConvDecoder(shape, config.channels, d, p, config.blocks)
+        else:
+            raise ValueError(f"unknown architecture {config.arch!r}; use mlp or conv")
+        self.prior = make_prior(config.prior, d)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def data_dims(self) -> int:
+        c, h, w = self.config.image_shape
+        return c * h * w
+
+    def encode(self, x: torch.Tensor) -> Independent:
+        """q(z|x) for data values x (B, C, H, W) as a diagonal Gaussian."""
+        mean, logvar = self.encoder(self.likelihood.encoder_input(x))
+        # Bounds keep exp() finite early in training; they are far outside useful values.
+        return diagonal_gaussian(mean, logvar.clamp(-30.0, 20.0))
+
+    def decode(self, z: torch.Tensor) -> Distribution:
+        """p(x|z) for latents z (..., D); leading sample dims are folded into the batch."""
+        lead = z.shape[:-1]
+        params = self.decoder(z.reshape(-1, z.shape[-1]))
+        if len(lead) != 1:
+            params = params.view(-1, *params.shape[1:])
+        return self.likelihood.distribution(params)
+
+    def prior_distribution(self) -> Distribution:
+        return self.prior.distribution()
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """Images in [0, 1] showing p(x|z) for z ~ p(z) (the decoder mean, not a noisy draw)."""
+        z = self.prior_distribution().sample((n,))
+        return self.likelihood.display(self.decode(z))

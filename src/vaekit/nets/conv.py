@@ -1,0 +1,86 @@
+"""Convolutional residual encoder and decoder (two stride-2 stages, any image size)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(conv(act(x)))): keeps the shape, eases optimisation of deeper stacks."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+def _down_size(n: int) -> int:
+    return math.ceil(math.ceil(n / 2) / 2)
+
+
+class ConvEncoder(nn.Module):
+    """x (B, C, H, W) -> (mean, logvar) through residual stages at full, 1/2 and 1/4 size."""
+
+    def __init__(self, image_shape: Sequence[int], channels: int, latent_dim: int, blocks: int = 1):
+        super().__init__()
+        c, h, w = image_shape
+        ch = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(c, ch, 3, padding=1),
+            *[ResBlock(ch) for _ in range(blocks)],
+            nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1),
+            *[ResBlock(2 * ch) for _ in range(blocks)],
+            nn.Conv2d(2 * ch, 2 * ch, 3, stride=2, padding=1),
+            *[ResBlock(2 * ch) for _ in range(blocks)],
+            nn.SiLU(),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * ch * _down_size(h) * _down_size(w), 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.head(self.net(x)).chunk(2, dim=-1)
+        return mean, logvar
+
+
+class ConvDecoder(nn.Module):
+    """z -> likelihood parameters, upsampling from 1/4 size and cropping to (H, W)."""
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        channels: int,
+        latent_dim: int,
+        params_per_channel: int,
+        blocks: int = 1,
+    ):
+        super().__init__()
+        c, self.h, self.w = image_shape
+        ch = channels
+        self.base = (2 * ch, _down_size(self.h), _down_size(self.w))
+        self.fc = nn.Linear(latent_dim, math.prod(self.base))
+        self.net = nn.Sequential(
+            *[ResBlock(2 * ch) for _ in range(blocks)],
+            nn.SiLU(),
+            nn.ConvTranspose2d(2 * ch, 2 * ch, 4, stride=2, padding=1),
+            *[ResBlock(2 * ch) for _ in range(blocks)],
+            nn.SiLU(),
+            nn.ConvTranspose2d(2 * ch, ch, 4, stride=2, padding=1),
+            *[ResBlock(ch) for _ in range(blocks)],
+            nn.SiLU(),
+            nn.Conv2d(ch, params_per_channel * c, 3, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.net(self.fc(z).view(-1, *self.base))
+        return out[..., : self.h, : self.w]

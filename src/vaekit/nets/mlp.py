@@ -1,0 +1,49 @@
+"""Multi-layer perceptron encoder and decoder."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def _stack(sizes: Sequence[int], activation: type[nn.Module]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), activation()]
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """x (B, C, H, W) -> (mean, logvar), each (B, latent_dim)."""
+
+    def __init__(self, image_shape: Sequence[int], hidden: Sequence[int], latent_dim: int):
+        super().__init__()
+        self.body = _stack([math.prod(image_shape), *hidden], nn.ReLU)
+        self.head = nn.Linear(hidden[-1] if hidden else math.prod(image_shape), 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.head(self.body(x.flatten(1))).chunk(2, dim=-1)
+        return mean, logvar
+
+
+class MLPDecoder(nn.Module):
+    """z (B, latent_dim) -> likelihood parameters (B, P*C, H, W)."""
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        hidden: Sequence[int],
+        latent_dim: int,
+        params_per_channel: int,
+    ):
+        super().__init__()
+        c, h, w = image_shape
+        self.out_shape = (params_per_channel * c, h, w)
+        self.body = _stack([latent_dim, *hidden], nn.ReLU)
+        self.head = nn.Linear(hidden[-1] if hidden else latent_dim, math.prod(self.out_shape))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(z)).view(-1, *self.out_shape)

@@ -1,0 +1,91 @@
+"""Objectives: the ELBO (analytic KL, beta, free bits) and the importance-weighted bound.
+
+All quantities are in nats per example, summed over data dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import kl_divergence
+
+from vaekit.distributions import kl_per_dim
+from vaekit.model import VAE
+
+
+@dataclass
+class ElboTerms:
+    """Per-example terms of the ELBO and the scalar training loss."""
+
+    reconstruction: torch.Tensor  # (B,) single-sample estimate of E_q[log p(x|z)]
+    kl: torch.Tensor  # (B,) KL(q(z|x) || p(z)), analytic where available
+    kl_per_dim: torch.Tensor | None  # (B, D) when the KL factorises analytically
+    loss: torch.Tensor  # scalar to minimise (beta and free bits applied)
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.reconstruction - self.kl
+
+
+def kl_terms(model: VAE, q, z: torch.Tensor | None = None):
+    """KL(q || p): analytic (with a per-dimension split) when the prior allows, else MC."""
+    p = model.prior_distribution()
+    if model.prior.analytic_kl:
+        per_dim = kl_per_dim(q, p)
+        return per_dim.sum(-1), per_dim
+    try:
+        return kl_divergence(q, p), None
+    except NotImplementedError:
+        z = q.rsample() if z is None else z
+        return q.log_prob(z) - p.log_prob(z), None
+
+
+def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0) -> ElboTerms:
+    """One-sample reparameterised ELBO with analytic KL; the loss applies beta and free bits."""
+    q = model.encode(x)
+    z = q.rsample()
+    rec = model.decode(z).log_prob(x)
+    kl, per_dim = kl_terms(model, q, z)
+    if free_bits > 0 and per_dim is not None:
+        # Free bits: each dimension's batch-mean KL only counts above `free_bits` nats.
+        kl_for_loss = per_dim.mean(0).clamp_min(free_bits).sum()
+    else:
+        kl_for_loss = kl.mean()
+    loss = -(rec.mean() - beta * kl_for_loss)
+    return ElboTerms(rec, kl, per_dim, loss)
+
+
+def log_weights(model: VAE, x: torch.Tensor, q, k: int) -> torch.Tensor:
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k reparameterised samples: shape (k, B)."""
+    z = q.rsample((k,))  # (k, B, D)
+    b = x.shape[0]
+    log_px_z = model.decode(z).log_prob(x.repeat(k, *([1] * (x.dim() - 1)))).view(k, b)
+    return log_px_z + model.prior_distribution().log_prob(z) - q.log_prob(z)
+
+
+def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
+    """The importance-weighted bound log (1/k) sum_k w_k (Burda et al. 2016), per example."""
+    q = model.encode(x)
+    return torch.logsumexp(log_weights(model, x, q, k), 0) - math.log(k)
+
+
+@torch.no_grad()
+def importance_sampled_log_px(
+    model: VAE, x: torch.Tensor, k: int, chunk: int | None = None, max_batch: int = 65536
+) -> torch.Tensor:
+    """log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per example.
+
+    K is processed in chunks whose running log-sum-exp is exact, so memory does not grow
+    with K. A lower bound in expectation that tightens as K grows (Burda et al. 2016).
+    """
+    q = model.encode(x)
+    chunk = chunk or max(1, min(k, max_batch // max(1, x.shape[0])))
+    total = torch.full((x.shape[0],), -math.inf, device=x.device)
+    done = 0
+    while done < k:
+        c = min(chunk, k - done)
+        total = torch.logaddexp(total, torch.logsumexp(log_weights(model, x, q, c), 0))
+        done += c
+    return total - math.log(k)

@@ -1,0 +1,260 @@
+"""Training loop: in-memory uint8 data sliced into batches on the device, Adam with cosine
+decay, KL warm-up and free bits, a NaN guard, per-epoch test ELBO, atomic checkpoints and
+exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vaekit.checkpoint import (
+    CHECKPOINT_NAME,
+    TrainingState,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
+from vaekit.config import Config
+from vaekit.data import load_dataset, prepare_split, to_values
+from vaekit.data.pixels import LIKELIHOOD_FOR, PIXEL_MODES
+from vaekit.errors import TrainingDiverged, VaekitError
+from vaekit.evaluation import evaluate
+from vaekit.fileio import atomic_write_text
+from vaekit.model import VAE
+from vaekit.objectives import elbo, iwae_bound
+
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class Splits:
+    train: torch.Tensor  # uint8 (N, C, H, W) on the training device
+    test: torch.Tensor
+
+
+def load_splits(config: Config, device: torch.device) -> Splits:
+    """Read the configured dataset and prepare both splits for the pixel mode."""
+    t = config.train
+    if t.pixels not in PIXEL_MODES:
+        raise VaekitError(f"unknown pixel mode {t.pixels!r}; choose from {', '.join(PIXEL_MODES)}")
+    ds = load_dataset(t.data, t.data_dir)
+    train, test = ds.train, ds.test
+    if t.limit:
+        train, test = train[: t.limit], test[: max(1, t.limit // 6)]
+    tr = torch.from_numpy(train).to(device)
+    te = torch.from_numpy(test).to(device)
+    return Splits(prepare_split(tr, t.pixels, True), prepare_split(te, t.pixels, False))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VaekitError("--device cuda: no CUDA device is available here")
+    return torch.device(name)
+
+
+def learning_rate(config: Config, step: int, total_steps: int) -> float:
+    """Cosine decay from lr to lr_final over the whole run."""
+    t = config.train
+    frac = min(1.0, step / max(1, total_steps))
+    return t.lr_final + 0.5 * (t.lr - t.lr_final) * (1.0 + math.cos(math.pi * frac))
+
+
+def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
+    """beta, ramped linearly from 0 over `kl_warmup_epochs`."""
+    t = config.train
+    if t.kl_warmup_epochs <= 0:
+        return t.beta
+    return t.beta * min(1.0, step / (t.kl_warmup_epochs * steps_per_epoch))
+
+
+def make_optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.Adam:
+    """Adam; the fused kernel where available (on CPU it is ~5x faster than the default)."""
+    t = config.train
+    try:
+        return torch.optim.Adam(
+            model.parameters(),
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            fused=device.type in ("cpu", "cuda"),
+        )
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _rng_state(data_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    return {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
+
+
+def _append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    with open(run_dir / METRICS_NAME, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(run_dir: Path, epochs_done: int) -> None:
+    path = run_dir / METRICS_NAME
+    if path.exists():
+        rows = [r for r in path.read_text().splitlines() if r.strip()]
+        keep = [r for r in rows if json.loads(r).get("epoch", 0) <= epochs_done]
+        atomic_write_text(path, "".join(r + "\n" for r in keep))
+
+
+def train(
+    config: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    total_epochs: int | None = None,
+) -> Path:
+    """Train (or resume) a run in `run_dir`; returns the run folder."""
+    run_dir = Path(run_dir)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    # Tiny Adam moments and activations become denormal floats, which are ~100x slower on CPUs.
+    torch.set_flush_denormal(True)
+    state = TrainingState()
+    if resume:
+        model, config, state = load_checkpoint(run_dir, map_location=str(device), with_state=True)
+        if total_epochs is not None:
+            config.train.epochs = total_epochs
+        _truncate_metrics(run_dir, state.epoch)
+    elif (run_dir / CHECKPOINT_NAME).exists():
+        raise VaekitError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
+    torch.manual_seed(config.train.seed)
+    splits = load_splits(config, device)
+    config.model.image_shape = list(splits.train.shape[1:])
+    config.model.likelihood = LIKELIHOOD_FOR[config.train.pixels]
+    if not resume:
+        model = VAE(config.model).to(device)
+    elif list(model.config.image_shape) != config.model.image_shape:
+        raise VaekitError(f"{run_dir}: the data's image shape differs from the checkpoint's")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG_NAME, config.to_json())
+
+    t = config.train
+    opt = make_optimizer(model, config, device)
+    data_gen = torch.Generator(device="cpu").manual_seed(t.seed)
+    if resume:
+        if state.optimizer is not None:
+            opt.load_state_dict(state.optimizer)
+        if "torch" in state.rng:
+            torch.set_rng_state(state.rng["torch"])
+        if "data" in state.rng:
+            data_gen.set_state(state.rng["data"])
+
+    n = splits.train.shape[0]
+    b = min(t.batch_size, n)
+    steps_per_epoch = n // b  # drop the ragged last batch: equal-size steps, stable statistics
+    total_steps = steps_per_epoch * t.epochs
+    step = state.step
+    for epoch in range(state.epoch, t.epochs):
+        model.train()
+        perm = torch.randperm(n, generator=data_gen).to(device)
+        sums = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0, "bound": 0.0}
+        t0 = time.perf_counter()
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{t.epochs}",
+            unit="step",
+            disable=not progress,
+            leave=False,
+            mininterval=0.5,
+        )
+        for i in bar:
+            x = to_values(splits.train[perm[i * b : (i + 1) * b]], t.pixels, train=True)
+            lr = learning_rate(config, step, total_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            beta = kl_weight(config, step, steps_per_epoch)
+            if t.objective == "iwae":
+                bound = iwae_bound(model, x, t.iw_k)
+                loss = -bound.mean()
+                rec = kl = None
+            else:
+                terms = elbo(model, x, beta=beta, free_bits=t.free_bits)
+                loss, rec, kl, bound = terms.loss, terms.reconstruction, terms.kl, terms.elbo
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last "
+                    f"good checkpoint in {run_dir} is kept. Try a lower --set train.lr=…"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
+            if not torch.isfinite(gnorm):
+                raise TrainingDiverged(
+                    f"gradient became {gnorm.item()} at epoch {epoch + 1}, step {step + 1}; the "
+                    f"last good checkpoint in {run_dir} is kept"
+                )
+            opt.step()
+            step += 1
+            sums["loss"] += loss.item()
+            sums["bound"] += bound.mean().item()
+            if rec is not None:
+                sums["reconstruction"] += rec.mean().item()
+                sums["kl"] += kl.mean().item()
+            if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
+                done = i + 1
+                bar.set_postfix(
+                    loss=f"{sums['loss'] / done:.2f}",
+                    rec=f"{sums['reconstruction'] / done:.2f}",
+                    kl=f"{sums['kl'] / done:.2f}",
+                    elbo=f"{sums['bound'] / done:.2f}",
+                    img_s=f"{done * b / (time.perf_counter() - t0):.0f}",
+                    refresh=False,
+                )
+        bar.close()
+        train_s = time.perf_counter() - t0
+        test = evaluate(
+            model, splits.test, t.pixels, k=0, batch_size=t.eval_batch_size, seed=t.seed
+        )
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": lr,
+            "beta": beta,
+            "train_loss": sums["loss"] / steps_per_epoch,
+            "train_bound": sums["bound"] / steps_per_epoch,
+            "train_reconstruction": sums["reconstruction"] / steps_per_epoch,
+            "train_kl": sums["kl"] / steps_per_epoch,
+            "test_elbo": test["elbo"],
+            "test_reconstruction": test["reconstruction"],
+            "test_kl": test["kl"],
+            "test_active_units": test["active_units"],
+            "images_per_s": steps_per_epoch * b / train_s,
+            "train_seconds": train_s,
+        }
+        if t.objective == "iwae":
+            row["train_bound_name"] = f"iwae-k{t.iw_k}"
+        # Metrics first: a crash before the checkpoint lands only repeats this epoch on resume,
+        # and resume drops rows past the checkpoint, so the log never skips or doubles an epoch.
+        _append_metrics(run_dir, row)
+        save_checkpoint(
+            checkpoint_path(run_dir),
+            model,
+            config,
+            TrainingState(epoch + 1, step, opt.state_dict(), _rng_state(data_gen)),
+        )
+        if progress:
+            tqdm.write(
+                f"epoch {epoch + 1:3d}  train loss {row['train_loss']:8.3f}  "
+                f"test elbo {test['elbo']:8.3f}  (rec {test['reconstruction']:8.3f}, "
+                f"kl {test['kl']:6.3f}, AU {test['active_units']})  "
+                f"{row['images_per_s']:,.0f} img/s"
+            )
+    return run_dir

@@ -1,0 +1,135 @@
+"""Every command end to end on a small subset, and clean errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from vaekit.cli import main
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--preset",
+            "demo",
+            "--data",
+            "mnist",
+            "--limit",
+            "1200",
+            "--epochs",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "model.hidden=64,64",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_train_writes_run_folder(mnist_run):
+    assert {p.name for p in mnist_run.iterdir()} >= {
+        "config.json",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+    }
+    cfg = json.loads((mnist_run / "config.json").read_text())
+    assert cfg["model"]["hidden"] == [64, 64] and cfg["train"]["limit"] == 1200
+
+
+def test_evaluate_json_has_the_promised_keys(mnist_run):
+    res = CliRunner().invoke(main, ["evaluate", str(mnist_run), "--k", "20", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    for key in (
+        "elbo",
+        "reconstruction",
+        "kl",
+        "kl_per_dim",
+        "log_px",
+        "jensen_gap",
+        "active_units",
+        "bits_per_dim",
+        "k",
+    ):
+        assert key in out
+    assert out["k"] == 20 and len(out["kl_per_dim"]) == 16
+    assert out["jensen_gap"] == pytest.approx(out["log_px"] - out["elbo"])
+    assert out["elbo"] == pytest.approx(out["reconstruction"] - out["kl"])
+    assert sum(out["kl_per_dim"]) == pytest.approx(out["kl"], rel=1e-6)
+    assert out["bits_per_dim"] == pytest.approx(-out["log_px"] / (784 * 0.6931471805599453))
+
+
+def test_evaluate_human_output(mnist_run):
+    res = CliRunner().invoke(main, ["evaluate", str(mnist_run), "--k", "5", "--limit", "600"])
+    assert res.exit_code == 0, res.output
+    assert "Jensen gap" in res.output and "active units" in res.output
+
+
+@pytest.mark.parametrize(
+    "cmd,name,n",
+    [
+        (["sample", "--n", "16"], "s.png", 16),
+        (["reconstruct", "--n", "8"], "r.png", 16),
+        (["interpolate", "--steps", "5", "--pairs", "3"], "i.png", 21),
+    ],
+)
+def test_image_commands(mnist_run, tmp_path, cmd, name, n):
+    out = tmp_path / name
+    res = CliRunner().invoke(main, [cmd[0], str(mnist_run), *cmd[1:], "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert str(out) in res.output
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 28 * 2
+
+
+def test_resume_via_cli(mnist_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(mnist_run, run)
+    res = CliRunner().invoke(
+        main, ["train", "--out", str(run), "--resume", "--epochs", "3", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_damaged_checkpoint_is_a_clean_error(mnist_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "bad"
+    shutil.copytree(mnist_run, run)
+    ck = run / "checkpoint.safetensors"
+    ck.write_bytes(ck.read_bytes()[:100])
+    res = CliRunner().invoke(main, ["sample", str(run)])
+    assert res.exit_code == 1 and "error:" in res.output and "checkpoint.safetensors" in res.output
+
+
+def test_missing_data_is_a_clean_error(tmp_path):
+    res = CliRunner().invoke(
+        main, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 1 and "error:" in res.output and "nope" in res.output
+
+
+def test_bad_override_is_a_clean_error(tmp_path):
+    res = CliRunner().invoke(main, ["train", "--set", "model.widht=3", "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "widht" in res.output
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "vaekit", "evaluate", str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "no checkpoint" in proc.stderr

@@ -1,0 +1,88 @@
+"""Properties of the distributions: KL, likelihood normalisation, log-prob formulas."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Normal
+
+from vaekit.distributions import (
+    DiscretizedLogisticMixture,
+    diagonal_gaussian,
+    kl_per_dim,
+    make_likelihood,
+)
+from vaekit.priors import StandardNormalPrior
+
+
+def test_kl_is_zero_iff_q_equals_p():
+    torch.manual_seed(0)
+    mean, logvar = torch.randn(50, 8), torch.randn(50, 8)
+    q = diagonal_gaussian(mean, logvar)
+    assert torch.allclose(kl_per_dim(q, diagonal_gaussian(mean, logvar)), torch.zeros(50, 8))
+    p = StandardNormalPrior(8).distribution()
+    kl = kl_per_dim(q, p)
+    assert (kl > 0).all()
+    # q = p exactly gives zero; any small move away from p gives a strictly positive KL.
+    assert kl_per_dim(diagonal_gaussian(torch.zeros(1, 8), torch.zeros(1, 8)), p).abs().max() < 1e-7
+    near = diagonal_gaussian(torch.full((1, 8), 1e-3), torch.zeros(1, 8))
+    assert (kl_per_dim(near, p) > 0).all()
+
+
+def test_analytic_kl_matches_monte_carlo():
+    torch.manual_seed(1)
+    q = diagonal_gaussian(torch.randn(4, 3), torch.randn(4, 3) * 0.5)
+    p = StandardNormalPrior(3).distribution()
+    z = q.sample((200_000,))
+    samples = q.log_prob(z) - p.log_prob(z)  # (S, 4)
+    mc, se = samples.mean(0), samples.std(0) / math.sqrt(samples.shape[0])
+    analytic = kl_per_dim(q, p).sum(-1)
+    assert ((mc - analytic).abs() < 5 * se + 1e-4).all(), (mc, analytic, se)
+
+
+def test_logistic_mixture_normalised_and_consistent():
+    torch.manual_seed(2)
+    logits, means, log_scales = torch.randn(5, 3), torch.randn(5, 3) * 0.8, torch.randn(5, 3) - 3
+    d = DiscretizedLogisticMixture(logits, torch.tanh(means), log_scales)
+    probs = d.bin_probs()
+    assert torch.allclose(probs.sum(-1), torch.ones(5, dtype=torch.float64), atol=1e-12)
+    values = torch.arange(256.0).view(256, 1).expand(256, 5)
+    lp = d.log_prob(values)  # (256, 5)
+    assert torch.allclose(lp.double().exp().T, probs, atol=1e-5)
+
+
+def test_logistic_mixture_stable_for_sharp_components():
+    # Tiny scales put almost all mass in one bin: the log-prob must stay finite and near 0.
+    d = DiscretizedLogisticMixture(torch.zeros(1, 1), torch.zeros(1, 1), torch.full((1, 1), -7.0))
+    centre = torch.tensor([127.5 * 1.0])  # x/127.5 - 1 = 0 lies between bins 127 and 128
+    assert torch.isfinite(d.log_prob(torch.floor(centre))).all()
+    lp = d.log_prob(torch.tensor([0.0, 255.0, 128.0]).view(3, 1))
+    assert torch.isfinite(lp).all()
+
+
+def test_bernoulli_likelihood_matches_formula():
+    lik = make_likelihood("bernoulli")
+    params = torch.randn(2, 1, 3, 3)
+    x = (torch.rand(2, 1, 3, 3) > 0.5).float()
+    p = torch.sigmoid(params)
+    manual = (x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+    assert torch.allclose(lik.distribution(params).log_prob(x), manual, atol=1e-5)
+
+
+def test_gaussian_likelihood_matches_normal():
+    lik = make_likelihood("gaussian")
+    params = torch.randn(2, 2, 3, 3)
+    x = torch.rand(2, 1, 3, 3)
+    mean, log_scale = params.chunk(2, 1)
+    manual = (
+        Normal(mean, log_scale.clamp_min(lik.min_log_scale).exp()).log_prob(x).flatten(1).sum(1)
+    )
+    assert torch.allclose(lik.distribution(params).log_prob(x), manual, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "logistic-mixture", "gaussian"])
+def test_likelihood_display_in_unit_range(name):
+    lik = make_likelihood(name, n_mix=2)
+    params = torch.randn(3, lik.params_per_channel, 4, 4)
+    shown = lik.display(lik.distribution(params))
+    assert shown.shape == (3, 1, 4, 4) and shown.min() >= 0 and shown.max() <= 1

@@ -1,0 +1,105 @@
+"""Training: the loss goes down, resume continues exactly, NaN never overwrites a checkpoint."""
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from vaekit.checkpoint import load_checkpoint
+from vaekit.errors import TrainingDiverged, VaekitError
+from vaekit.training import train
+
+
+def _metrics(run):
+    return [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_training_lowers_the_loss(tmp_path, npy_data):
+    run = train(tiny_config(npy_data, epochs=6), tmp_path / "run", progress=False)
+    m = _metrics(run)
+    assert len(m) == 6
+    assert m[-1]["train_loss"] < m[0]["train_loss"] - 5
+    assert m[-1]["test_elbo"] > m[0]["test_elbo"] + 5
+
+
+def test_resume_continues_exactly(tmp_path, npy_data, monkeypatch):
+    full = train(tiny_config(npy_data, epochs=4), tmp_path / "full", progress=False)
+    import vaekit.training as training
+
+    real_save = training.save_checkpoint
+    calls = {"n": 0}
+
+    def save_then_die(*args, **kw):  # the process dies after epoch 3's metrics, before its save
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real_save(*args, **kw)
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(npy_data, epochs=4), tmp_path / "part", progress=False)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    part = train(tiny_config(npy_data), tmp_path / "part", resume=True, progress=False)
+    a, b = _metrics(full), _metrics(part)
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-6)
+        assert ra["test_elbo"] == pytest.approx(rb["test_elbo"], rel=1e-6)
+    ma, _, sa = load_checkpoint(full)
+    mb, _, sb = load_checkpoint(part)
+    assert sa.step == sb.step
+    for (ka, va), (_, vb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
+        assert torch.allclose(va, vb, atol=1e-6), ka
+
+
+def test_resume_can_extend_a_finished_run(tmp_path, npy_data):
+    run = train(tiny_config(npy_data, epochs=2), tmp_path / "r", progress=False)
+    train(tiny_config(npy_data), run, resume=True, progress=False, total_epochs=3)
+    assert [r["epoch"] for r in _metrics(run)] == [1, 2, 3]
+    assert load_checkpoint(run)[2].epoch == 3
+
+
+def test_existing_run_needs_resume(tmp_path, npy_data):
+    train(tiny_config(npy_data, epochs=1), tmp_path / "r", progress=False)
+    with pytest.raises(VaekitError, match="--resume"):
+        train(tiny_config(npy_data, epochs=1), tmp_path / "r", progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, npy_data, monkeypatch):
+    run = train(tiny_config(npy_data, epochs=1), tmp_path / "r", progress=False)
+    ckpt = run / "checkpoint.safetensors"
+    before = ckpt.read_bytes()
+    import vaekit.training as training
+
+    real_elbo = training.elbo
+    calls = {"n": 0}
+
+    def poisoned(model, x, **kw):
+        calls["n"] += 1
+        terms = real_elbo(model, x, **kw)
+        if calls["n"] == 5:
+            terms.loss = terms.loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(training, "elbo", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 16"):
+        train(tiny_config(npy_data), run, resume=True, progress=False, total_epochs=3)
+    assert ckpt.read_bytes() == before
+    assert len(_metrics(run)) == 1
+
+
+@pytest.mark.parametrize("pixels", ["static-binary", "8bit", "continuous"])
+def test_every_pixel_mode_trains_and_evaluates(tmp_path, npy_data, pixels):
+    from vaekit.evaluation import evaluate
+    from vaekit.training import load_splits
+
+    run = train(tiny_config(npy_data, pixels=pixels, epochs=2), tmp_path / pixels, progress=False)
+    model, cfg, _ = load_checkpoint(run)
+    splits = load_splits(cfg, torch.device("cpu"))
+    res = evaluate(model, splits.test, pixels, k=20)
+    assert all(torch.isfinite(torch.tensor(res[k])) for k in ("elbo", "log_px", "bits_per_dim"))
+    assert res["log_px"] >= res["elbo"] - 0.5
+    # Bits/dim of 8-bit data: a bound on a real discrete likelihood, so within (0, 8].
+    if pixels in ("8bit", "continuous"):
+        assert 0 < res["bits_per_dim"] <= 8.5
