@@ -133,3 +133,33 @@ def test_module_entry_point_exit_code(tmp_path):
         [sys.executable, "-m", "vaekit", "evaluate", str(tmp_path)], capture_output=True, text=True
     )
     assert proc.returncode == 1 and "no checkpoint" in proc.stderr
+
+
+def test_compress_decompress_cli(mnist_run, tmp_path):
+    import numpy as np
+    import torch
+
+    from vaekit.data import load_dataset
+    from vaekit.data.pixels import binarize_fixed
+
+    imgs = binarize_fixed(torch.from_numpy(load_dataset("mnist").test[:40])).numpy()[:, 0]
+    np.save(tmp_path / "bin.npy", imgs)
+    vkz, back = tmp_path / "bin.vkz", tmp_path / "back.npy"
+    res = CliRunner().invoke(
+        main,
+        ["compress", str(mnist_run), str(tmp_path / "bin.npy"), "-o", str(vkz), "--ideal-k", "5"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "bits/dim" in res.output and "-ELBO" in res.output and "-log p(x)" in res.output
+    res = CliRunner().invoke(main, ["decompress", str(mnist_run), str(vkz), "-o", str(back)])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.load(back), imgs)
+    # An 8-bit input to a binary model, and a damaged file, are clean errors.
+    np.save(tmp_path / "gray.npy", load_dataset("mnist").test[:5, 0])
+    res = CliRunner().invoke(
+        main, ["compress", str(mnist_run), str(tmp_path / "gray.npy"), "-o", str(vkz)]
+    )
+    assert res.exit_code == 1 and "binar" in res.output
+    vkz.write_bytes(vkz.read_bytes()[:-3])
+    res = CliRunner().invoke(main, ["decompress", str(mnist_run), str(vkz), "-o", str(back)])
+    assert res.exit_code == 1 and "corrupt" in res.output

@@ -103,3 +103,29 @@ def test_every_pixel_mode_trains_and_evaluates(tmp_path, npy_data, pixels):
     # Bits/dim of 8-bit data: a bound on a real discrete likelihood, so within (0, 8].
     if pixels in ("8bit", "continuous"):
         assert 0 < res["bits_per_dim"] <= 8.5
+
+
+def test_conv_architecture_trains_on_odd_sizes(tmp_path):
+    import numpy as np
+
+    from tests.conftest import synthetic_digits
+
+    data = np.pad(synthetic_digits(200, 12), ((0, 0), (0, 1), (0, 2)))  # 13 x 14 images
+    np.save(tmp_path / "odd.npy", data)
+    cfg = tiny_config(tmp_path / "odd.npy", epochs=2)
+    cfg.model.arch, cfg.model.channels = "conv", 8
+    run = train(cfg, tmp_path / "conv", progress=False)
+    model, _, _ = load_checkpoint(run)
+    x = torch.from_numpy(data[:3, None] > 0).float()
+    assert model.decode(model.encode(x).mean).mean.shape == (3, 1, 13, 14)
+    m = _metrics(run)
+    assert m[-1]["train_loss"] < m[0]["train_loss"]
+
+
+def test_iwae_objective_trains(tmp_path, npy_data):
+    cfg = tiny_config(npy_data, epochs=3)
+    cfg.train.objective, cfg.train.iw_k = "iwae", 4
+    run = train(cfg, tmp_path / "iwae", progress=False)
+    m = _metrics(run)
+    assert m[0]["train_bound_name"] == "iwae-k4"
+    assert m[-1]["train_loss"] < m[0]["train_loss"]

@@ -8,6 +8,8 @@ from vaekit.evaluation import evaluate
 from vaekit.model import VAE
 from vaekit.objectives import elbo, importance_sampled_log_px, iwae_bound
 from vaekit.training import train
+from vaekit.uses.anomaly import AnomalyDetector
+from vaekit.uses.compression import compress, decompress
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,9 @@ def load(run: str) -> VAE:
 
 
 __all__ = [
+    "AnomalyDetector",
+    "compress",
+    "decompress",
     "VAE",
     "CheckpointError",
     "Config",

@@ -220,5 +220,180 @@ def interpolate_cmd(run_dir, steps, pairs, out, data_dir) -> None:
     click.echo(f"wrote {pairs} interpolations of {steps} steps to {path}")
 
 
+def _ideal_rates(model, images, k: int) -> dict:
+    """The model's own -ELBO and -log p(x) on these images, in bits/dim (the coder's target)."""
+    pixels = "static-binary" if model.likelihood.name == "bernoulli" else "8bit"
+    return evaluate(model, torch.from_numpy(images), pixels, k=k, batch_size=100)
+
+
+@main.command("compress")
+@_run_arg
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.vkz")
+@click.option(
+    "--ideal-k",
+    default=100,
+    show_default=True,
+    help="Importance samples for the -log p(x) shown beside the size (0: skip).",
+)
+@_friendly_errors
+def compress_cmd(run_dir, input_path, output, ideal_k) -> None:
+    """Losslessly compress an image set (IDX, .npy, image folder) by bits-back coding."""
+    from vaekit.uses.compression import _to_model_values, compress, read_container
+
+    model, _, _ = load_checkpoint(run_dir)
+    images, container = read_container(input_path)
+    data = compress(model, images, container, progress=True)
+    from vaekit.fileio import atomic_write_bytes
+
+    atomic_write_bytes(output, data)
+    bpd = 8 * len(data) / images.size
+    click.echo(
+        f"wrote {output}: {len(images)} images, {len(data):,} bytes, {bpd:.4f} bits/dim "
+        f"(raw 8-bit: {images.size:,} bytes)"
+    )
+    values, _ = _to_model_values(images, model)
+    ideal = _ideal_rates(model, values, ideal_k)
+    line = f"model's ideal on this input: -ELBO {ideal['elbo_bits_per_dim']:.4f} bits/dim"
+    if ideal_k:
+        line += f", -log p(x) {ideal['bits_per_dim']:.4f} bits/dim (IS, K={ideal_k})"
+    click.echo(line + f"; coder overhead over -ELBO {bpd - ideal['elbo_bits_per_dim']:+.4f}")
+
+
+@main.command("decompress")
+@_run_arg
+@click.argument("input_path", metavar="FILE.vkz", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(), help="File or folder to write.")
+@_friendly_errors
+def decompress_cmd(run_dir, input_path, output) -> None:
+    """Decode a .vkz file exactly, in the container it came from (IDX, .npy, image folder)."""
+    from vaekit.uses.compression import decompress_file
+
+    model, _, _ = load_checkpoint(run_dir)
+    for note in decompress_file(model, input_path, output, progress=True):
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {output}")
+
+
+def _read_anomaly_input(path: str):
+    """Images (IDX, .npy, image folder) or tabular rows (.csv), with labels where known."""
+    from vaekit.data.sources import read_images, read_table
+
+    p = Path(path)
+    if p.suffix == ".csv":
+        return read_table(p), None
+    labels = None
+    sibling = p.with_name(p.name.replace("images-idx3", "labels-idx1"))
+    if sibling != p and sibling.exists():
+        from vaekit.data import read_idx
+
+        labels = read_idx(sibling).array
+    return read_images(p), labels
+
+
+def _write_scores(path: Path, scores, labels=None, indices=None) -> None:
+    from vaekit.fileio import atomic_write_text
+
+    idx = range(len(scores)) if indices is None else indices
+    rows = ["index,score_bits" + (",label" if labels is not None else "")]
+    for i in idx:
+        rows.append(f"{i},{scores[i]:.4f}" + (f",{labels[i]}" if labels is not None else ""))
+    atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+_score_opt = click.option(
+    "--score",
+    "score",
+    type=click.Choice(["surprise", "elbo", "reconstruction", "complexity"]),
+    help="[the detector's, or surprise]",
+)
+_k_opt = click.option("--k", "k", type=int, help="Importance samples for surprise [100].")
+
+
+@main.command("score")
+@_run_arg
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@_score_opt
+@_k_opt
+@click.option("--out", type=click.Path(dir_okay=False), default="scores.csv", show_default=True)
+@_friendly_errors
+def score_cmd(run_dir, input_path, score, k, out) -> None:
+    """Anomaly score (bits, higher = more anomalous) of every example in INPUT, as CSV."""
+    from vaekit.uses.anomaly import AnomalyDetector
+
+    det = AnomalyDetector.load(run_dir)
+    if k:
+        det.k = k
+    x, labels = _read_anomaly_input(input_path)
+    scores = det.anomaly_score(x, score)
+    _write_scores(Path(out), scores, labels)
+    click.echo(
+        f"scored {len(scores)} examples ({score or det.score}, bits): mean "
+        f"{scores.mean():.2f}, min {scores.min():.2f}, max {scores.max():.2f}; "
+        f"wrote {out}"
+    )
+
+
+@main.command("detect")
+@_run_arg
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
+@click.option("--contamination", type=float, help="Flag this fraction of INPUT as anomalous.")
+@click.option(
+    "--calibrate",
+    "normal_path",
+    type=click.Path(exists=True),
+    help="Held-out normal data that sets the threshold (with --quantile).",
+)
+@click.option(
+    "--quantile",
+    type=float,
+    default=0.99,
+    show_default=True,
+    help="Fraction of the normal data that must pass as normal.",
+)
+@_score_opt
+@_k_opt
+@click.option("--out", type=click.Path(file_okay=False), default="detections", show_default=True)
+@_friendly_errors
+def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score, k, out) -> None:
+    """Flag anomalies in INPUT; writes flagged.csv, scores.csv and PNG grids of the extremes."""
+    import numpy as np
+
+    from vaekit.uses.anomaly import AnomalyDetector
+
+    if (contamination is None) == (normal_path is None):
+        raise VaekitError("give exactly one of --contamination P or --calibrate NORMAL_INPUT")
+    det = AnomalyDetector.load(run_dir)
+    if k:
+        det.k = k
+    if score:
+        det.score = score
+    x, labels = _read_anomaly_input(input_path)
+    scores = det.anomaly_score(x)
+    if contamination is not None:
+        if not 0.0 < contamination < 1.0:
+            raise VaekitError("--contamination must be in (0, 1)")
+        threshold = float(np.quantile(scores, 1.0 - contamination))
+    else:
+        normal, _ = _read_anomaly_input(normal_path)
+        threshold = float(np.quantile(det.anomaly_score(normal), quantile))
+    flagged = np.flatnonzero(scores > threshold)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_scores(out / "scores.csv", scores, labels)
+    _write_scores(out / "flagged.csv", scores, labels, indices=flagged.tolist())
+    click.echo(
+        f"threshold {threshold:.2f} bits: flagged {len(flagged)} of {len(scores)} "
+        f"examples; wrote {out / 'flagged.csv'} and {out / 'scores.csv'}"
+    )
+    if x.ndim == 4:
+        order = np.argsort(-scores)
+        n = min(32, len(order))
+        imgs = torch.from_numpy(x[order]).float() / 255.0
+        save_grid(imgs[:n], out / "most_anomalous.png", nrow=8)
+        save_grid(imgs[-n:].flip(0), out / "least_anomalous.png", nrow=8)
+        click.echo(f"wrote {out / 'most_anomalous.png'} and {out / 'least_anomalous.png'}")
+
+
 if __name__ == "__main__":
     main()

@@ -106,10 +106,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"arch": "conv", "channels": 32, "latent_dim": 32},
         "train": {"epochs": 20, "batch_size": 128, "lr": 1e-3, "kl_warmup_epochs": 2},
     },
+    # The anomaly detector's default: small and quick, for one class of a few thousand inputs.
+    "anomaly": {
+        "model": {"hidden": [256, 256], "latent_dim": 16},
+        "train": {
+            "epochs": 30,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "lr_final": 1e-4,
+            "kl_warmup_epochs": 3,
+        },
+    },
     # 8-bit MNIST under a discretized logistic mixture (exact bits/dim; for compression).
     "mlp-8bit": {
-        "model": {"hidden": [512, 512], "latent_dim": 32},
-        "train": {"pixels": "8bit", "epochs": 50, "lr": 1e-3, "kl_warmup_epochs": 2},
+        "model": {"hidden": [512, 512], "latent_dim": 32, "n_mix": 3},
+        "train": {
+            "pixels": "8bit",
+            "epochs": 40,
+            "batch_size": 128,
+            "lr": 1e-3,
+            "lr_final": 5e-5,
+            "kl_warmup_epochs": 2,
+        },
     },
 }
 

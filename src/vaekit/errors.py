@@ -5,7 +5,7 @@ class VaekitError(Exception):
     """Base class: something the user can fix (bad input, missing data, wrong checkpoint)."""
 
 
-class DataError(VaekitError):
+class DataError(VaekitError, ValueError):
     """A data file or folder is missing, corrupt, or of a shape the model cannot use."""
 
 

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from vaekit.data.pixels import discrete_offset_nats, to_values
 from vaekit.model import VAE
-from vaekit.objectives import importance_sampled_log_px, kl_terms
+from vaekit.objectives import importance_sampled_terms, kl_terms
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_i]) > 0.01
 
@@ -35,15 +35,72 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate on prepared uint8 images (see `data.prepare_split`); k=0 skips log p(x).
 
-    Returns per-example means in nats (bits where the key says so). The ELBO uses one
-    reparameterised sample for E_q[log p(x|z)] and the analytic KL; log p(x) is the
-    importance-sampled estimate with K samples from q(z|x) (a stochastic lower bound).
+    Returns per-example means in nats (bits where the key says so). log p(x) is the
+    importance-sampled estimate with K samples from q(z|x) (a stochastic lower bound); the
+    ELBO is E_q[log p(x|z)], averaged over those same K samples (one sample when k=0), minus
+    the analytic KL.
     """
     model.eval()
     # A private RNG stream: evaluation is reproducible and leaves training's noise untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _evaluate(model, images, pixels, k, batch_size, seed, progress)
+
+
+def per_example(
+    model: VAE,
+    images: torch.Tensor,
+    pixels: str,
+    k: int = 100,
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Per-example log p(x) (IS, K samples), reconstruction, KL and ELBO, in nats.
+
+    With k > 0 the reconstruction term averages the K importance samples; with k = 0 it is
+    one reparameterised sample and log p(x) is absent. Seeded: the same call gives the same
+    numbers, and the global RNG is left as it was.
+    """
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _per_example(model, images, pixels, k, batch_size, seed, progress)
+
+
+@torch.no_grad()
+def _per_example(model, images, pixels, k, batch_size, seed, progress):
+    dev = next(model.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    out: dict[str, list[torch.Tensor]] = {
+        "reconstruction": [],
+        "kl": [],
+        "log_px": [],
+        "kl_per_dim": [],
+        "posterior_mean": [],
+    }
+    n = images.shape[0]
+    bar = tqdm(total=n, desc=f"evaluate (K={k})", unit="img", disable=not progress, leave=False)
+    for sl in batches(n, batch_size):
+        x = to_values(images[sl].to(dev), pixels, train=False, generator=gen)
+        q = model.encode(x)
+        kl, per_dim = kl_terms(model, q)
+        if k > 0:
+            terms = importance_sampled_terms(model, x, k, q=q)
+            out["log_px"].append(terms.log_px.double())
+            rec = terms.reconstruction
+        else:
+            rec = model.decode(q.rsample()).log_prob(x)
+        out["reconstruction"].append(rec.double())
+        out["kl"].append(kl.double())
+        if per_dim is not None:
+            out["kl_per_dim"].append(per_dim.double())
+        out["posterior_mean"].append(q.mean.double())
+        bar.update(x.shape[0])
+    bar.close()
+    res = {key: torch.cat(v) for key, v in out.items() if v}
+    res["elbo"] = res["reconstruction"] - res["kl"]
+    return res
 
 
 def _evaluate(
@@ -55,33 +112,15 @@ def _evaluate(
     seed: int,
     progress: bool,
 ) -> dict[str, Any]:
-    dev = next(model.parameters()).device
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    n = images.shape[0]
-    sums = {"reconstruction": 0.0, "kl": 0.0, "log_px": 0.0}
-    kl_dim = torch.zeros(model.latent_dim, dtype=torch.float64, device=dev)
-    means = []
     t0 = time.perf_counter()
-    bar = tqdm(total=n, desc=f"evaluate (K={k})", unit="img", disable=not progress, leave=False)
-    for sl in batches(n, batch_size):
-        x = to_values(images[sl].to(dev), pixels, train=False, generator=gen)
-        q = model.encode(x)
-        rec = model.decode(q.rsample()).log_prob(x)
-        kl, per_dim = kl_terms(model, q)
-        sums["reconstruction"] += rec.double().sum().item()
-        sums["kl"] += kl.double().sum().item()
-        if per_dim is not None:
-            kl_dim += per_dim.double().sum(0)
-        means.append(q.mean.double())
-        if k > 0:
-            sums["log_px"] += importance_sampled_log_px(model, x, k).double().sum().item()
-        bar.update(x.shape[0])
-    bar.close()
+    terms = _per_example(model, images, pixels, k, batch_size, seed, progress)
+    n = images.shape[0]
     dims = model.data_dims
     offset = discrete_offset_nats(pixels, dims)
-    rec, kl = sums["reconstruction"] / n, sums["kl"] / n
-    mu = torch.cat(means)
-    activity = mu.var(0, unbiased=True) if n > 1 else torch.zeros_like(kl_dim)
+    rec, kl = terms["reconstruction"].mean().item(), terms["kl"].mean().item()
+    mu = terms["posterior_mean"]
+    activity = mu.var(0, unbiased=True) if n > 1 else torch.zeros(model.latent_dim)
+    kl_dim = terms["kl_per_dim"].mean(0) if "kl_per_dim" in terms else None
 
     def bpd(nats: float) -> float:
         return -(nats + offset) / (dims * math.log(2.0))
@@ -92,7 +131,7 @@ def _evaluate(
         "pixels": pixels,
         "reconstruction": rec,
         "kl": kl,
-        "kl_per_dim": (kl_dim / n).tolist(),
+        "kl_per_dim": kl_dim.tolist() if kl_dim is not None else None,
         "elbo": rec - kl,
         "elbo_bits_per_dim": bpd(rec - kl),
         "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum().item()),
@@ -100,13 +139,15 @@ def _evaluate(
         "k": k,
         "seconds": time.perf_counter() - t0,
         "estimators": {
-            "reconstruction": "1 reparameterised sample per example",
+            "reconstruction": f"mean over the K={k} importance samples from q(z|x)"
+            if k
+            else "1 reparameterised sample per example",
             "kl": "analytic" if model.prior.analytic_kl else "1-sample Monte Carlo",
             "log_px": f"importance sampling with K={k} samples from q(z|x)" if k else "skipped",
         },
     }
     if k > 0:
-        log_px = sums["log_px"] / n
+        log_px = terms["log_px"].mean().item()
         out.update(log_px=log_px, jensen_gap=log_px - out["elbo"], bits_per_dim=bpd(log_px))
     else:
         out.update(log_px=None, jensen_gap=None, bits_per_dim=None)

@@ -57,12 +57,17 @@ def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0)
     return ElboTerms(rec, kl, per_dim, loss)
 
 
-def log_weights(model: VAE, x: torch.Tensor, q, k: int) -> torch.Tensor:
-    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k reparameterised samples: shape (k, B)."""
+def _weight_terms(model: VAE, x: torch.Tensor, q, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log w, log p(x|z)) for k reparameterised samples z ~ q: each of shape (k, B)."""
     z = q.rsample((k,))  # (k, B, D)
     b = x.shape[0]
     log_px_z = model.decode(z).log_prob(x.repeat(k, *([1] * (x.dim() - 1)))).view(k, b)
-    return log_px_z + model.prior_distribution().log_prob(z) - q.log_prob(z)
+    return log_px_z + model.prior_distribution().log_prob(z) - q.log_prob(z), log_px_z
+
+
+def log_weights(model: VAE, x: torch.Tensor, q, k: int) -> torch.Tensor:
+    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k reparameterised samples: shape (k, B)."""
+    return _weight_terms(model, x, q, k)[0]
 
 
 def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,21 +76,45 @@ def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.logsumexp(log_weights(model, x, q, k), 0) - math.log(k)
 
 
+@dataclass
+class ImportanceTerms:
+    """Per-example results of one importance-sampling pass with K samples from q(z|x)."""
+
+    log_px: torch.Tensor  # log (1/K) sum_k w_k
+    reconstruction: torch.Tensor  # (1/K) sum_k log p(x|z_k), a K-sample E_q[log p(x|z)]
+
+
 @torch.no_grad()
-def importance_sampled_log_px(
-    model: VAE, x: torch.Tensor, k: int, chunk: int | None = None, max_batch: int = 65536
-) -> torch.Tensor:
-    """log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per example.
+def importance_sampled_terms(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    q=None,
+    chunk: int | None = None,
+    max_batch: int = 65536,
+) -> ImportanceTerms:
+    """log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per example,
+    with the K-sample reconstruction term from the same samples.
 
     K is processed in chunks whose running log-sum-exp is exact, so memory does not grow
     with K. A lower bound in expectation that tightens as K grows (Burda et al. 2016).
     """
-    q = model.encode(x)
+    q = model.encode(x) if q is None else q
     chunk = chunk or max(1, min(k, max_batch // max(1, x.shape[0])))
     total = torch.full((x.shape[0],), -math.inf, device=x.device)
+    rec = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     done = 0
     while done < k:
         c = min(chunk, k - done)
-        total = torch.logaddexp(total, torch.logsumexp(log_weights(model, x, q, c), 0))
+        log_w, log_px_z = _weight_terms(model, x, q, c)
+        total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
+        rec += log_px_z.double().sum(0)
         done += c
-    return total - math.log(k)
+    return ImportanceTerms(total - math.log(k), (rec / k).to(total.dtype))
+
+
+def importance_sampled_log_px(
+    model: VAE, x: torch.Tensor, k: int, chunk: int | None = None, max_batch: int = 65536
+) -> torch.Tensor:
+    """The importance-sampled estimate of log p(x) alone (see `importance_sampled_terms`)."""
+    return importance_sampled_terms(model, x, k, chunk=chunk, max_batch=max_batch).log_px

@@ -22,7 +22,7 @@ from vaekit.checkpoint import (
     save_checkpoint,
 )
 from vaekit.config import Config
-from vaekit.data import load_dataset, prepare_split, to_values
+from vaekit.data import Dataset, load_dataset, prepare_split, to_values
 from vaekit.data.pixels import LIKELIHOOD_FOR, PIXEL_MODES
 from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.evaluation import evaluate
@@ -40,12 +40,12 @@ class Splits:
     test: torch.Tensor
 
 
-def load_splits(config: Config, device: torch.device) -> Splits:
-    """Read the configured dataset and prepare both splits for the pixel mode."""
+def load_splits(config: Config, device: torch.device, dataset: Dataset | None = None) -> Splits:
+    """Read the configured dataset (or use `dataset`) and prepare both splits."""
     t = config.train
     if t.pixels not in PIXEL_MODES:
         raise VaekitError(f"unknown pixel mode {t.pixels!r}; choose from {', '.join(PIXEL_MODES)}")
-    ds = load_dataset(t.data, t.data_dir)
+    ds = dataset if dataset is not None else load_dataset(t.data, t.data_dir)
     train, test = ds.train, ds.test
     if t.limit:
         train, test = train[: t.limit], test[: max(1, t.limit // 6)]
@@ -119,8 +119,10 @@ def train(
     resume: bool = False,
     progress: bool = True,
     total_epochs: int | None = None,
+    dataset: Dataset | None = None,
 ) -> Path:
-    """Train (or resume) a run in `run_dir`; returns the run folder."""
+    """Train (or resume) a run in `run_dir`; returns the run folder. `dataset` replaces the
+    configured data source with in-memory arrays (as the anomaly detector does)."""
     run_dir = Path(run_dir)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -136,7 +138,7 @@ def train(
     elif (run_dir / CHECKPOINT_NAME).exists():
         raise VaekitError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
     torch.manual_seed(config.train.seed)
-    splits = load_splits(config, device)
+    splits = load_splits(config, device, dataset)
     config.model.image_shape = list(splits.train.shape[1:])
     config.model.likelihood = LIKELIHOOD_FOR[config.train.pixels]
     if not resume:

@@ -6,6 +6,7 @@
 - 8bit: integer pixel values 0..255 under a discrete likelihood (exact bits/dim).
 - continuous: (x + u)/256 with u ~ U[0,1) (uniform dequantization), so a density bound on
   [0,1] is also a bound on the discrete likelihood.
+- tabular: float rows (already standardized), modelled as they are by a Gaussian.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import math
 
 import torch
 
-PIXEL_MODES = ("dynamic-binary", "static-binary", "8bit", "continuous")
+PIXEL_MODES = ("dynamic-binary", "static-binary", "8bit", "continuous", "tabular")
 LIKELIHOOD_FOR = {
     "dynamic-binary": "bernoulli",
     "static-binary": "bernoulli",
     "8bit": "logistic-mixture",
     "continuous": "gaussian",
+    "tabular": "gaussian",
 }
 FIXED_BINARIZATION_SEED = 0
 
@@ -45,7 +47,7 @@ def to_values(
     if mode == "dynamic-binary" and train:
         u = torch.rand(batch.shape, device=batch.device, generator=generator)
         return (u * 255.0 < batch.float()).float()
-    if mode in ("static-binary", "dynamic-binary", "8bit"):
+    if mode in ("static-binary", "dynamic-binary", "8bit", "tabular"):
         return batch.float()
     if mode == "continuous":
         u = torch.rand(batch.shape, device=batch.device, generator=generator)

@@ -214,6 +214,24 @@ def read_images(path: str | os.PathLike) -> np.ndarray:
     return _as_nchw(to_uint8(read_idx(path).array, str(path)), str(path))
 
 
+def read_table(path: str | os.PathLike) -> np.ndarray:
+    """Read a CSV of numeric rows (an optional header line is skipped) as float64 (N, D)."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            first = f.readline()
+        has_header = any(c.isalpha() for c in first.replace("e", "").replace("E", ""))
+        table = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, ndmin=2)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not a numeric CSV table ({e})") from e
+    if table.shape[0] == 0:
+        raise DataError(f"{path}: contains no rows")
+    bad = np.flatnonzero(~np.isfinite(table).all(axis=1))
+    if bad.size:
+        raise DataError(f"{path}: rows {bad[:10].tolist()} contain NaN or infinite values")
+    return table
+
+
 def split_holdout(images: np.ndarray, fraction: float = 0.1, seed: int = 0):
     """A fixed random split into (train, test): the same seed always gives the same split."""
     n_test = max(1, int(round(len(images) * fraction)))

@@ -1,0 +1,127 @@
+"""Anomaly detection on MNIST: one-class AUROC per digit, out-of-distribution AUROC against
+Fashion-MNIST in both directions, and PyOD's VAE as a peer on the one-class splits.
+
+    python benchmarks/anomaly.py [--pixels dynamic-binary] [--k 100] [--no-pyod]
+
+Every AUROC is scikit-learn's roc_auc_score with the anomalous class as positive and the
+score in bits as the ranking. Appends one row to benchmarks/results/anomaly.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import append_result, command, machine, now  # noqa: E402
+from vaekit import AnomalyDetector  # noqa: E402
+from vaekit.data import load_dataset, prepare_split  # noqa: E402
+from vaekit.uses.anomaly import all_scores  # noqa: E402
+
+
+def score_all(det: AnomalyDetector, images: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    values = prepare_split(torch.from_numpy(images), det._pixels(), train=False)
+    return all_scores(det.model_, values, det._pixels(), k=k, seed=0)
+
+
+def aurocs(scores: dict[str, np.ndarray], is_anomaly: np.ndarray) -> dict[str, float]:
+    return {name: float(roc_auc_score(is_anomaly, s)) for name, s in scores.items()}
+
+
+def pyod_one_class(train: np.ndarray, test: np.ndarray, is_anomaly: np.ndarray):
+    from pyod.models.vae import VAE as PyodVAE
+
+    x_tr = train.reshape(len(train), -1).astype(np.float32) / 255.0
+    x_te = test.reshape(len(test), -1).astype(np.float32) / 255.0
+    t0 = time.perf_counter()
+    model = PyodVAE(verbose=0, random_state=0)
+    model.fit(x_tr)
+    fit_s = time.perf_counter() - t0
+    return float(roc_auc_score(is_anomaly, model.decision_function(x_te))), fit_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--pixels", default="dynamic-binary")
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--digits", type=int, nargs="*", default=list(range(10)))
+    ap.add_argument("--no-pyod", action="store_true")
+    ap.add_argument("--no-ood", action="store_true")
+    ap.add_argument("--set", dest="overrides", nargs="*", default=[])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    mnist, fashion = load_dataset("mnist"), load_dataset("fashion-mnist")
+
+    def make():
+        return AnomalyDetector(
+            pixels=args.pixels,
+            k=args.k,
+            overrides=tuple(args.overrides),
+        )
+
+    row: dict = {
+        "pixels": args.pixels,
+        "k": args.k,
+        "overrides": args.overrides,
+        "one_class": {},
+        "ood": {},
+    }
+
+    for d in args.digits:
+        t0 = time.perf_counter()
+        det = make().fit(mnist.train[mnist.train_labels == d])
+        fit_s = time.perf_counter() - t0
+        is_anomaly = mnist.test_labels != d
+        res = {
+            "auroc": aurocs(score_all(det, mnist.test, args.k), is_anomaly),
+            "fit_seconds": fit_s,
+        }
+        if not args.no_pyod:
+            res["pyod_auroc"], res["pyod_fit_seconds"] = pyod_one_class(
+                mnist.train[mnist.train_labels == d], mnist.test, is_anomaly
+            )
+        row["one_class"][d] = res
+        print(
+            f"digit {d}: "
+            + "  ".join(f"{k} {v:.4f}" for k, v in res["auroc"].items())
+            + (f"  pyod {res['pyod_auroc']:.4f}" if "pyod_auroc" in res else "")
+            + f"  fit {fit_s:.1f}s",
+            flush=True,
+        )
+    oc = row["one_class"].values()
+    row["one_class_mean"] = {
+        s: float(np.mean([r["auroc"][s] for r in oc])) for s in next(iter(oc))["auroc"]
+    }
+    if not args.no_pyod:
+        row["pyod_mean_auroc"] = float(np.mean([r["pyod_auroc"] for r in oc]))
+        row["pyod_fit_seconds_mean"] = float(np.mean([r["pyod_fit_seconds"] for r in oc]))
+        row["vaekit_fit_seconds_mean"] = float(np.mean([r["fit_seconds"] for r in oc]))
+    print("one-class mean:", json.dumps(row["one_class_mean"]))
+
+    if not args.no_ood:
+        for name, inlier, outlier in (
+            ("mnist->fashion", mnist, fashion),
+            ("fashion->mnist", fashion, mnist),
+        ):
+            t0 = time.perf_counter()
+            det = make().fit(inlier.train)
+            fit_s = time.perf_counter() - t0
+            s_in, s_out = score_all(det, inlier.test, args.k), score_all(det, outlier.test, args.k)
+            labels = np.r_[np.zeros(len(inlier.test)), np.ones(len(outlier.test))]
+            res = {s: float(roc_auc_score(labels, np.r_[s_in[s], s_out[s]])) for s in s_in}
+            row["ood"][name] = {"auroc": res, "fit_seconds": fit_s}
+            print(f"OOD {name}: " + "  ".join(f"{k} {v:.4f}" for k, v in res.items()), flush=True)
+    row.update(machine=machine(), command=command(), date=now())
+    print(f"appended to {append_result('anomaly', row)}")
+
+
+if __name__ == "__main__":
+    main()

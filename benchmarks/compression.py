@@ -1,0 +1,151 @@
+"""Lossless compression of the 10,000 MNIST test images: vaekit (bits-back ANS) against
+generic coders, in bits/dim, plus compress/decompress speed.
+
+    python benchmarks/compression.py --model-8bit RUN_DIR --model-binary RUN_DIR [--threads 2]
+
+Generic coders are the command-line tools (gzip -9, bzip2 -9, xz -9e, zstd --ultra -22) on
+the raw pixel bytes (8-bit) or the packed bits (binarized), and Pillow's PNG (optimize) and
+WebP lossless, per image and as one 100x100 mosaic. Every vaekit output is decoded and
+compared with the input before its size is reported. Appends rows to
+benchmarks/results/compression.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import append_result, command, machine, now  # noqa: E402
+from vaekit import load_checkpoint  # noqa: E402
+from vaekit.data import load_dataset  # noqa: E402
+from vaekit.data.pixels import binarize_fixed  # noqa: E402
+from vaekit.evaluation import evaluate  # noqa: E402
+from vaekit.uses.compression import compress, decompress  # noqa: E402
+
+TOOLS = {
+    "gzip -9": ["gzip", "-9", "-c"],
+    "bzip2 -9": ["bzip2", "-9", "-c"],
+    "xz -9e": ["xz", "-9e", "-c"],
+    "zstd --ultra -22": ["zstd", "--ultra", "-22", "-c", "-q"],
+}
+
+
+def tool_size(cmd: list[str], data: bytes) -> int:
+    return len(subprocess.run(cmd, input=data, capture_output=True, check=True).stdout)
+
+
+def pil_size(images: np.ndarray, fmt: str, mosaic: bool) -> int:
+    """Total bytes of PNG (optimize) or lossless WebP files, per image or as one mosaic."""
+    kw = {"optimize": True} if fmt == "PNG" else {"lossless": True, "quality": 100, "method": 6}
+    if mosaic:
+        n, h, w = images.shape
+        side = int(np.ceil(np.sqrt(n)))
+        canvas = np.zeros((side * h, side * w), np.uint8)
+        for i, im in enumerate(images):
+            r, c = divmod(i, side)
+            canvas[r * h : (r + 1) * h, c * w : (c + 1) * w] = im
+        images = canvas[None]
+    total = 0
+    for im in images:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format=fmt, **kw)
+        total += buf.tell()
+    return total
+
+
+def vaekit_row(model, images: np.ndarray, pixels: str, ideal_k: int, ideal_n: int) -> dict:
+    t0 = time.perf_counter()
+    data = compress(model, images)
+    t_c = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    back = decompress(model, data)
+    t_d = time.perf_counter() - t0
+    assert np.array_equal(back, images), "round trip failed"
+    dims = images.size
+    elbo = evaluate(model, torch.from_numpy(images), pixels, k=0, batch_size=500)
+    lp = evaluate(model, torch.from_numpy(images[:ideal_n]), pixels, k=ideal_k, batch_size=100)
+    return {
+        "bytes": len(data),
+        "bits_per_dim": 8 * len(data) / dims,
+        "neg_elbo_bits_per_dim": elbo["elbo_bits_per_dim"],
+        "neg_log_px_bits_per_dim": lp["bits_per_dim"],
+        "log_px_estimator": f"IS K={ideal_k} on the first {ideal_n} images",
+        "compress_s": t_c,
+        "decompress_s": t_d,
+        "compress_images_per_s": len(images) / t_c,
+        "decompress_images_per_s": len(images) / t_d,
+        "exact": True,
+    }
+
+
+def generic_rows(images: np.ndarray, payload: bytes, with_images: bool) -> dict[str, float]:
+    dims = images.size
+    out = {name: 8 * tool_size(cmd, payload) / dims for name, cmd in TOOLS.items()}
+    if with_images:
+        for fmt in ("PNG", "WEBP"):
+            out[f"{fmt} per image"] = 8 * pil_size(images, fmt, False) / dims
+            out[f"{fmt} mosaic"] = 8 * pil_size(images, fmt, True) / dims
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model-8bit", required=True)
+    ap.add_argument("--model-binary", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n", type=int, default=10000)
+    ap.add_argument("--ideal-k", type=int, default=100)
+    ap.add_argument("--ideal-n", type=int, default=1000)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    test = load_dataset("mnist").test[: args.n]  # (N, 1, 28, 28) uint8
+    binary = binarize_fixed(torch.from_numpy(test), seed=1).numpy()  # the fixed test binarization
+
+    results = {}
+    for kind, run, images in (
+        ("8bit", args.model_8bit, test),
+        ("binary", args.model_binary, binary),
+    ):
+        model, cfg, _ = load_checkpoint(run)
+        pixels = "8bit" if kind == "8bit" else "static-binary"
+        payload = images.tobytes() if kind == "8bit" else np.packbits(images).tobytes()
+        gen = generic_rows(images[:, 0] * (255 if kind == "binary" else 1), payload, True)
+        vk = vaekit_row(model, images, pixels, args.ideal_k, min(args.ideal_n, len(images)))
+        results[kind] = {
+            "vaekit": vk,
+            "generic": gen,
+            "model": str(run),
+            "model_config": cfg.to_dict(),
+        }
+        print(f"\n{kind} MNIST test ({len(images)} images), bits/dim:")
+        print(
+            f"  vaekit bits-back ANS      {vk['bits_per_dim']:.4f}  (model -ELBO "
+            f"{vk['neg_elbo_bits_per_dim']:.4f}, -log p(x) {vk['neg_log_px_bits_per_dim']:.4f} "
+            f"[{vk['log_px_estimator']}])  compress {vk['compress_images_per_s']:.0f} img/s, "
+            f"decompress {vk['decompress_images_per_s']:.0f} img/s"
+        )
+        for name, v in sorted(gen.items(), key=lambda kv: kv[1]):
+            print(f"  {name:<24s} {v:.4f}   (vaekit is {v / vk['bits_per_dim']:.2f}x smaller)")
+    row = {
+        "n": len(test),
+        "results": results,
+        "machine": machine(),
+        "command": command(),
+        "date": now(),
+    }
+    print(f"\nappended to {append_result('compression', row)}")
+    print(json.dumps({k: {"vaekit": v["vaekit"]["bits_per_dim"]} for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Anomaly detection: deterministic scores, planted outliers found, scikit-learn conventions."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import roc_auc_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from tests.conftest import synthetic_digits
+from vaekit.checkpoint import weights_fingerprint
+from vaekit.cli import main
+from vaekit.data import prepare_split
+from vaekit.errors import DataError
+from vaekit.uses.anomaly import AnomalyDetector, png_bits
+
+TINY = ("model.hidden=[32]", "model.latent_dim=2", "train.epochs=3", "train.lr=3e-3")
+
+
+def _tabular(n_in=300, n_out=15, seed=0):
+    """Inliers near a 2-D plane in 6-D; outliers off it."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(2, 6))
+    inliers = rng.normal(size=(n_in, 2)) @ a + 0.05 * rng.normal(size=(n_in, 6))
+    outliers = rng.normal(size=(n_out, 6)) * 2.0
+    return inliers, outliers
+
+
+@pytest.fixture(scope="module")
+def tabular_detector():
+    inliers, _ = _tabular()
+    overrides = ("model.hidden=[32]", "model.latent_dim=2", "train.epochs=40", "train.lr=3e-3")
+    return AnomalyDetector(k=50, overrides=overrides, contamination=0.05).fit(inliers)
+
+
+def test_planted_tabular_outliers_rank_above_inliers(tabular_detector):
+    inliers, outliers = _tabular(seed=0)
+    test_in, _ = _tabular(n_in=100, seed=0)
+    scores = tabular_detector.anomaly_score(np.vstack([test_in, outliers]))
+    labels = np.r_[np.zeros(len(test_in)), np.ones(len(outliers))]
+    assert roc_auc_score(labels, scores) > 0.95
+    assert (tabular_detector.predict(outliers) == -1).mean() > 0.8
+
+
+def test_scores_are_finite_deterministic_and_leave_the_model_alone(tabular_detector):
+    x, _ = _tabular(n_in=50, seed=3)
+    before = weights_fingerprint(tabular_detector.model_)
+    for score in ("surprise", "elbo", "reconstruction"):
+        a = tabular_detector.anomaly_score(x, score)
+        b = tabular_detector.anomaly_score(x, score)
+        assert np.isfinite(a).all() and np.array_equal(a, b)
+    assert weights_fingerprint(tabular_detector.model_) == before
+    assert np.allclose(tabular_detector.score_samples(x), -tabular_detector.anomaly_score(x))
+
+
+def test_threshold_from_contamination_and_calibration(tabular_detector):
+    inliers, _ = _tabular()
+    assert (tabular_detector.predict(inliers) == -1).mean() == pytest.approx(0.05, abs=0.01)
+    held_out, _ = _tabular(n_in=200, seed=0)
+    tabular_detector.calibrate(held_out, quantile=0.9)
+    assert (tabular_detector.predict(held_out) == 1).mean() == pytest.approx(0.9, abs=0.01)
+
+
+def test_planted_image_outliers_all_scores(tmp_path):
+    normal = synthetic_digits(400, 12)
+    rng = np.random.default_rng(1)
+    odd = (rng.random((20, 12, 12)) < 0.3).astype(np.uint8) * 255  # salt-and-pepper noise
+    det = AnomalyDetector(k=20, overrides=TINY[:2] + ("train.epochs=8", "train.lr=3e-3"))
+    det.fit(normal)
+    test = np.concatenate([synthetic_digits(60, 12, seed=5), odd])
+    labels = np.r_[np.zeros(60), np.ones(20)]
+    for score in ("surprise", "elbo", "reconstruction"):
+        assert roc_auc_score(labels, det.anomaly_score(test, score)) > 0.95, score
+    # Complexity is surprise minus the PNG length: it corrects for inputs simpler than the
+    # data (Serrà et al.), and by design it discounts noise, whose PNG is long.
+    shown = prepare_split(torch.from_numpy(test[:, None]), "dynamic-binary", train=False)
+    png = png_bits(shown.numpy() * 255)
+    assert np.allclose(det.anomaly_score(test, "complexity"), det.anomaly_score(test) - png)
+    det.save(tmp_path / "det")
+    again = AnomalyDetector.load(tmp_path / "det")
+    assert np.array_equal(again.anomaly_score(test), det.anomaly_score(test))
+    assert again.offset_ == det.offset_
+
+
+def test_bad_input_gives_clear_errors(tabular_detector):
+    with pytest.raises(NotFittedError):
+        AnomalyDetector().predict(np.zeros((3, 6)))
+    with pytest.raises(ValueError, match="5 features, but AnomalyDetector is expecting 6"):
+        tabular_detector.score_samples(np.zeros((3, 5)))
+    bad = np.zeros((4, 6))
+    bad[2, 1] = np.nan
+    with pytest.raises(DataError, match=r"rows \[2\]"):
+        tabular_detector.score_samples(bad)
+    with pytest.raises(ValueError, match="0 sample"):
+        tabular_detector.score_samples(np.zeros((0, 6)))
+    with pytest.raises(DataError, match="fitted on tabular"):
+        tabular_detector.score_samples(np.zeros((2, 6, 6)))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        AnomalyDetector(overrides=TINY).fit(np.full((5, 4, 4), 3.0))
+
+
+# Monte-Carlo scores draw their noise from one seeded stream per call, so reordering X or
+# scoring a subset redraws each example's noise: results agree to the estimator's error,
+# not bit for bit, which these two checks demand.
+_SKIPPED = {
+    # The issue's API names a constructor parameter `score`; scikit-learn takes an attribute of
+    # that name for an optional score(X, y) method, which an outlier detector does not have.
+    "check_fit_score_takes_y": "`score` is the score-kind parameter, not a method",
+    "check_n_features_in_after_fitting": "calls estimator.score: see check_fit_score_takes_y",
+    "check_pipeline_consistency": "calls estimator.score: see check_fit_score_takes_y",
+    "check_methods_sample_order_invariance": "MC noise is drawn per call, not per example",
+    "check_methods_subset_invariance": "MC noise is drawn per call, not per example",
+}
+
+
+@parametrize_with_checks([AnomalyDetector(k=4, overrides=TINY)])
+def test_sklearn_estimator_checks(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if name in _SKIPPED:
+        pytest.skip(_SKIPPED[name])
+    check(estimator)
+
+
+def test_score_and_detect_cli(tmp_path):
+    from vaekit.data import idx_bytes, load_dataset
+
+    ds = load_dataset("mnist")
+    train_imgs = ds.train[ds.train_labels == 1][:1500, 0]
+    det = AnomalyDetector(k=10, overrides=("train.epochs=3",)).fit(train_imgs)
+    det.save(tmp_path / "ones")
+    test = ds.test[:200, 0]
+    (tmp_path / "t-images-idx3-ubyte").write_bytes(idx_bytes(test))
+    (tmp_path / "t-labels-idx1-ubyte").write_bytes(idx_bytes(ds.test_labels[:200]))
+    out = tmp_path / "s.csv"
+    res = CliRunner().invoke(
+        main,
+        ["score", str(tmp_path / "ones"), str(tmp_path / "t-images-idx3-ubyte"), "--out", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    rows = out.read_text().splitlines()
+    assert rows[0] == "index,score_bits,label" and len(rows) == 201
+    scores = np.array([float(r.split(",")[1]) for r in rows[1:]])
+    labels = np.array([int(r.split(",")[2]) for r in rows[1:]])
+    assert roc_auc_score(labels != 1, scores) > 0.9
+    np.save(tmp_path / "normal.npy", ds.test[ds.test_labels == 1][:100, 0])
+    res = CliRunner().invoke(
+        main,
+        [
+            "detect",
+            str(tmp_path / "ones"),
+            str(tmp_path / "t-images-idx3-ubyte"),
+            "--calibrate",
+            str(tmp_path / "normal.npy"),
+            "--quantile",
+            "0.95",
+            "--out",
+            str(tmp_path / "det"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "det" / "most_anomalous.png").exists()
+    flagged = (tmp_path / "det" / "flagged.csv").read_text().splitlines()[1:]
+    assert 100 < len(flagged) < 200
+    res = CliRunner().invoke(
+        main,
+        [
+            "detect",
+            str(tmp_path / "ones"),
+            str(tmp_path / "t-images-idx3-ubyte"),
+            "--contamination",
+            "0.1",
+            "--out",
+            str(tmp_path / "d2"),
+        ],
+    )
+    assert res.exit_code == 0 and "flagged 20 of 200" in res.output
+    res = CliRunner().invoke(main, ["detect", str(tmp_path / "ones"), str(tmp_path / "x.npy")])
+    assert res.exit_code != 0

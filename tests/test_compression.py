@@ -1,0 +1,196 @@
+"""Bits-back compression: exact round trips, a pinned format, clean errors on bad files."""
+
+import gzip
+import hashlib
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from tests.conftest import synthetic_digits, tiny_config, tiny_model
+from vaekit.checkpoint import load_checkpoint
+from vaekit.data import idx_bytes, load_dataset
+from vaekit.data.pixels import binarize_fixed
+from vaekit.evaluation import evaluate
+from vaekit.training import train
+from vaekit.uses.bitsback import CodingError
+from vaekit.uses.compression import compress, compress_file, decompress, decompress_file
+
+
+@pytest.fixture(scope="module")
+def mnist_test():
+    return load_dataset("mnist").test[:300]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Small models trained briefly on MNIST: one Bernoulli (binarized), one 8-bit."""
+    out = {}
+    for pixels in ("static-binary", "8bit"):
+        cfg = tiny_config("mnist", pixels=pixels, epochs=2)
+        cfg.model.hidden, cfg.model.latent_dim = [128], 8
+        cfg.train.limit, cfg.train.batch_size = 3000, 64
+        run = train(cfg, tmp_path_factory.mktemp(pixels) / "run", progress=False)
+        out[pixels] = load_checkpoint(run)[0]
+    return out
+
+
+def _binary(images):
+    return binarize_fixed(torch.from_numpy(images)).numpy()
+
+
+@pytest.mark.parametrize("pixels", ["static-binary", "8bit"])
+def test_round_trip_exact_on_mnist(models, mnist_test, pixels):
+    model = models[pixels]
+    images = _binary(mnist_test) if pixels == "static-binary" else mnist_test
+    data = compress(model, images)
+    out = decompress(model, data)
+    assert out.dtype == np.uint8 and np.array_equal(out, images)
+    assert 8 * len(data) / images.size < (0.5 if pixels == "static-binary" else 3.0)
+
+
+@pytest.mark.parametrize("pixels", ["static-binary", "8bit"])
+def test_rate_is_close_to_negative_elbo(models, mnist_test, pixels):
+    """Stated margin: within 0.03 bits/dim of the model's -ELBO on 300 test images (the
+    coder's discretisation, quantised probabilities and initial words all count)."""
+    model = models[pixels]
+    images = _binary(mnist_test) if pixels == "static-binary" else mnist_test
+    rate = 8 * len(compress(model, images)) / images.size
+    ideal = evaluate(model, torch.from_numpy(images), pixels, k=0, batch_size=100)
+    assert abs(rate - ideal["elbo_bits_per_dim"]) < 0.03, (rate, ideal["elbo_bits_per_dim"])
+
+
+def test_idx_raw_and_gzip_come_back_byte_for_byte(models, mnist_test, tmp_path):
+    model = models["8bit"]
+    raw = idx_bytes(mnist_test[:50, 0])
+    for name, blob in (("imgs-idx3-ubyte", raw), ("imgs-idx3-ubyte.gz", gzip.compress(raw, 9))):
+        src = tmp_path / name
+        src.write_bytes(blob)
+        compress_file(model, src, tmp_path / "x.vkz")
+        notes = decompress_file(model, tmp_path / "x.vkz", tmp_path / ("out-" + name))
+        assert (tmp_path / ("out-" + name)).read_bytes() == blob and notes == []
+
+
+def test_unreproducible_gzip_gives_identical_idx_contents(models, mnist_test, tmp_path):
+    model = models["8bit"]
+    raw = idx_bytes(mnist_test[:20, 0])
+    blob = bytearray(gzip.compress(raw, 9))
+    blob[3] |= 0x10  # a comment flag zlib will not rebuild
+    body = bytes(blob[:10]) + b"made elsewhere\0" + bytes(blob[10:])
+    src = tmp_path / "c-idx3-ubyte.gz"
+    src.write_bytes(body)
+    compress_file(model, src, tmp_path / "c.vkz")
+    notes = decompress_file(model, tmp_path / "c.vkz", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == raw and "uncompressed" in notes[0]
+
+
+def test_npy_and_png_folder_round_trip(models, mnist_test, tmp_path):
+    model = models["static-binary"]
+    imgs = (_binary(mnist_test[:30]) * 255).astype(np.uint8)  # 0/255 binary images
+    np.save(tmp_path / "a.npy", imgs[:, 0])
+    compress_file(model, tmp_path / "a.npy", tmp_path / "a.vkz")
+    decompress_file(model, tmp_path / "a.vkz", tmp_path / "back.npy")
+    assert np.array_equal(np.load(tmp_path / "back.npy"), imgs[:, 0])
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    names = [f"digit_{i:02d}.png" for i in range(12)]
+    for n, im in zip(names, imgs, strict=False):
+        Image.fromarray(im[0]).save(folder / n)
+    compress_file(model, folder, tmp_path / "f.vkz")
+    decompress_file(model, tmp_path / "f.vkz", tmp_path / "pngs-back")
+    assert sorted(p.name for p in (tmp_path / "pngs-back").iterdir()) == names
+    for n in names:
+        a = np.asarray(Image.open(folder / n))
+        b = np.asarray(Image.open(tmp_path / "pngs-back" / n))
+        assert np.array_equal(a, b)
+
+
+def test_golden_bitstream():
+    """Pins the format and the coder: a fixed tiny model and fixed images give these bytes."""
+    model = tiny_model("bernoulli", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=123)
+    images = (synthetic_digits(40, 8)[:, None] > 100).astype(np.uint8)
+    data = compress(model, images)
+    assert np.array_equal(decompress(model, data), images)
+    assert hashlib.md5(data).hexdigest() == GOLDEN_MD5, hashlib.md5(data).hexdigest()
+
+
+# Changing this value means the file format or the coder changed: bump FORMAT_VERSION.
+GOLDEN_MD5 = "f4c407a19f0fb41b11deba1cc1a15a5e"
+
+
+def test_wrong_model_refused(models, mnist_test):
+    data = compress(models["8bit"], mnist_test[:10])
+    other = tiny_model("logistic-mixture", latent_dim=8, shape=(1, 28, 28), hidden=(128,))
+    with pytest.raises(CodingError, match="another model"):
+        decompress(other, data)
+
+
+def test_inputs_the_model_cannot_code(models, mnist_test):
+    with pytest.raises(CodingError, match="binary"):
+        compress(models["static-binary"], mnist_test[:5])
+    with pytest.raises(CodingError, match="do not match"):
+        compress(models["8bit"], np.zeros((3, 1, 27, 28), np.uint8))
+    with pytest.raises(CodingError, match="no images"):
+        compress(models["8bit"], np.zeros((0, 1, 28, 28), np.uint8))
+    gaussian = tiny_model("gaussian", shape=(1, 28, 28))
+    with pytest.raises(CodingError, match="no discrete"):
+        compress(gaussian, mnist_test[:2])
+
+
+def test_corrupt_truncated_and_foreign_files(models, mnist_test):
+    model = models["8bit"]
+    data = compress(model, mnist_test[:20])
+    with pytest.raises(CodingError, match="CRC"):
+        decompress(model, data[:-10] + data[-4:])
+    with pytest.raises(CodingError):
+        decompress(model, data[: len(data) // 2])
+    with pytest.raises(CodingError, match="magic"):
+        decompress(model, b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    bumped = bytearray(data)
+    bumped[4] = 9
+    with pytest.raises(CodingError, match="version 9"):
+        decompress(model, bytes(bumped))
+
+
+def _with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_payload_damage_with_valid_crc_never_returns_wrong_data(models, mnist_test):
+    model = models["8bit"]
+    data = compress(model, mnist_test[:20])
+    body = bytearray(data[:-4])
+    body[-9] ^= 0x01  # one bit inside the ANS words, CRC recomputed to hide it
+    with pytest.raises(CodingError):
+        decompress(model, _with_crc(bytes(body)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_decompress_only_raises_clean_errors(data):
+    model = tiny_model("bernoulli", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=123)
+    good = compress(model, (synthetic_digits(12, 8)[:, None] > 100).astype(np.uint8))
+    kind = data.draw(st.sampled_from(["random", "flip", "flip+crc", "truncate", "splice"]))
+    if kind == "random":
+        blob = data.draw(st.binary(max_size=400))
+    elif kind == "truncate":
+        blob = good[: data.draw(st.integers(0, len(good) - 1))]
+    else:
+        body = bytearray(good[:-4] if kind == "flip+crc" else good)
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, len(body) - 1))
+            body[i] = data.draw(st.integers(0, 255))
+        if kind == "splice":
+            body[8:8] = data.draw(st.binary(min_size=1, max_size=30))
+        blob = _with_crc(bytes(body)) if kind == "flip+crc" else bytes(body)
+    try:
+        out = decompress(model, blob)
+    except CodingError:
+        return
+    # The only acceptable success is the original data (a mutation that changed nothing).
+    assert np.array_equal(out, decompress(model, good))
