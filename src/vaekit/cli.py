@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import torch
 
+from vaekit import distributed
 from vaekit.checkpoint import load_checkpoint
 from vaekit.config import Config, apply_overrides, load_config_file, preset, replace
 from vaekit.data.pixels import PIXEL_MODES
@@ -56,7 +57,18 @@ def main() -> None:
 @click.option("--limit", type=int, help="Use only the first N training images (quick runs).")
 @click.option("--seed", type=int)
 @click.option("--threads", type=int, help="CPU threads for PyTorch.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]))
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    help="auto picks CUDA, then MPS, then CPU; bf16 autocast on CUDA.",
+)
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    default=None,
+    help="torch.compile the training step (opt-in; helps most on GPUs).",
+)
 @click.option(
     "--set",
     "overrides",
@@ -65,6 +77,13 @@ def main() -> None:
     help="Override any setting, e.g. --set train.lr=2e-3 --set model.latent_dim=64.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes on this node (DistributedDataParallel via torchrun).",
+)
 @_friendly_errors
 def train_cmd(
     config_file,
@@ -79,10 +98,23 @@ def train_cmd(
     seed,
     threads,
     device,
+    compile_,
     overrides,
     quiet,
+    nproc,
 ) -> None:
     """Train a VAE; writes config.json, metrics.jsonl and checkpoint.safetensors to --out."""
+    if nproc > 1 and distributed.world_from_env().size == 1:
+        argv = sys.argv[1:]
+        for i, a in enumerate(argv):  # drop our own --nproc N / --nproc=N
+            if a == "--nproc":
+                del argv[i : i + 2]
+                break
+            if a.startswith("--nproc="):
+                del argv[i]
+                break
+        distributed.launch(nproc, argv)
+        return
     if resume:
         if config_file or preset_name or overrides:
             raise VaekitError(
@@ -103,12 +135,15 @@ def train_cmd(
             seed=seed,
             threads=threads,
             device=device,
+            compile=compile_,
         )
         cfg = apply_overrides(cfg, list(overrides))
     if resume and threads:
         torch.set_num_threads(threads)
     run = train(cfg, out, resume=resume, progress=not quiet, total_epochs=epochs)
-    click.echo(f"run folder: {run}  (checkpoint: {run / 'checkpoint.safetensors'})")
+    if distributed.world_from_env().is_main:
+        click.echo(f"run folder: {run}  (checkpoint: {run / 'checkpoint.safetensors'})")
+    distributed.shutdown()
 
 
 def _load_run(run_dir: str, data_dir: str | None, limit: int | None):
@@ -134,6 +169,7 @@ _data_dir_opt = click.option("--data-dir", help="Where the run's dataset lives, 
 def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None:
     """Test-split ELBO, KL per dimension, active units and importance-sampled log p(x)."""
     model, cfg, splits = _load_run(run_dir, data_dir, limit)
+    world, _ = distributed.init(torch.device("cpu"))
     res = evaluate(
         model,
         splits.test,
@@ -143,6 +179,9 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
         seed=seed,
         progress=not as_json,
     )
+    distributed.shutdown()
+    if not world.is_main:
+        return
     if as_json:
         click.echo(json.dumps(res))
         return

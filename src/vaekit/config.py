@@ -50,7 +50,9 @@ class TrainConfig:
     free_bits: float = 0.0  # nats per latent dim (batch-averaged), Kingma et al. 2016
     seed: int = 0
     threads: int | None = None
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | mps | auto
+    bf16: bool = True  # bf16 autocast on CUDA (ignored elsewhere)
+    compile: bool = False  # torch.compile the training step
     eval_batch_size: int = 1000
 
 

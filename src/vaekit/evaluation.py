@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vaekit import distributed
 from vaekit.data.pixels import discrete_offset_nats, to_values
 from vaekit.model import VAE
 from vaekit.objectives import importance_sampled_terms, kl_terms
@@ -32,19 +33,34 @@ def evaluate(
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
+    shard: bool = True,
 ) -> dict[str, Any]:
     """Evaluate on prepared uint8 images (see `data.prepare_split`); k=0 skips log p(x).
 
     Returns per-example means in nats (bits where the key says so). log p(x) is the
     importance-sampled estimate with K samples from q(z|x) (a stochastic lower bound); the
     ELBO is E_q[log p(x|z)], averaged over those same K samples (one sample when k=0), minus
-    the analytic KL.
+    the analytic KL. Under torchrun (and `shard`), each rank takes a slice of the images and
+    the sums are all-reduced, so every rank returns the same numbers for the whole set.
     """
     model.eval()
+    world = distributed.world_from_env() if shard else distributed.World()
+    if world.active:
+        per = -(-images.shape[0] // world.size)
+        images = images[world.rank * per : (world.rank + 1) * per]
     # A private RNG stream: evaluation is reproducible and leaves training's noise untouched.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _evaluate(model, images, pixels, k, batch_size, seed, progress)
+        torch.manual_seed(seed + world.rank)
+        return _evaluate(
+            model,
+            images,
+            pixels,
+            k,
+            batch_size,
+            seed + world.rank,
+            progress and world.is_main,
+            world.active,
+        )
 
 
 def per_example(
@@ -111,16 +127,39 @@ def _evaluate(
     batch_size: int,
     seed: int,
     progress: bool,
+    reduce: bool = False,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     terms = _per_example(model, images, pixels, k, batch_size, seed, progress)
-    n = images.shape[0]
+    d = model.latent_dim
+    mu = terms["posterior_mean"]
+    kl_dim = terms.get("kl_per_dim", torch.zeros(0, d, dtype=torch.float64))
+    # Sums that add up across ranks: n, reconstruction, KL, log p(x), KL per dim, E[mu], E[mu^2].
+    sums = torch.cat(
+        [
+            torch.tensor(
+                [
+                    float(images.shape[0]),
+                    terms["reconstruction"].sum().item(),
+                    terms["kl"].sum().item(),
+                    terms["log_px"].sum().item() if "log_px" in terms else 0.0,
+                ],
+                dtype=torch.float64,
+            ),
+            kl_dim.sum(0).cpu(),
+            mu.sum(0).cpu(),
+            (mu**2).sum(0).cpu(),
+        ]
+    )
+    if reduce:
+        distributed.all_reduce_(sums)
+    n = int(sums[0].item())
+    rec, kl, log_px_sum = (sums[1] / n).item(), (sums[2] / n).item(), sums[3].item()
+    kl_dim_mean = sums[4 : 4 + d] / n
+    mu_sum, mu2_sum = sums[4 + d : 4 + 2 * d], sums[4 + 2 * d :]
+    activity = (mu2_sum - mu_sum**2 / n) / max(1, n - 1)
     dims = model.data_dims
     offset = discrete_offset_nats(pixels, dims)
-    rec, kl = terms["reconstruction"].mean().item(), terms["kl"].mean().item()
-    mu = terms["posterior_mean"]
-    activity = mu.var(0, unbiased=True) if n > 1 else torch.zeros(model.latent_dim)
-    kl_dim = terms["kl_per_dim"].mean(0) if "kl_per_dim" in terms else None
 
     def bpd(nats: float) -> float:
         return -(nats + offset) / (dims * math.log(2.0))
@@ -131,7 +170,7 @@ def _evaluate(
         "pixels": pixels,
         "reconstruction": rec,
         "kl": kl,
-        "kl_per_dim": kl_dim.tolist() if kl_dim is not None else None,
+        "kl_per_dim": kl_dim_mean.tolist() if "kl_per_dim" in terms else None,
         "elbo": rec - kl,
         "elbo_bits_per_dim": bpd(rec - kl),
         "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum().item()),
@@ -147,7 +186,7 @@ def _evaluate(
         },
     }
     if k > 0:
-        log_px = terms["log_px"].mean().item()
+        log_px = log_px_sum / n
         out.update(log_px=log_px, jensen_gap=log_px - out["elbo"], bits_per_dim=bpd(log_px))
     else:
         out.update(log_px=None, jensen_gap=None, bits_per_dim=None)

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from vaekit import distributed
 from vaekit.checkpoint import (
     CHECKPOINT_NAME,
     TrainingState,
@@ -113,6 +116,26 @@ def _truncate_metrics(run_dir: Path, epochs_done: int) -> None:
         atomic_write_text(path, "".join(r + "\n" for r in keep))
 
 
+class Objective(nn.Module):
+    """The training loss as a module, so that DistributedDataParallel's gradient hooks apply.
+
+    Returns (loss, bound, reconstruction, kl); the last two are None for the IWAE bound.
+    """
+
+    def __init__(self, model: VAE, objective: str = "elbo", iw_k: int = 1):
+        super().__init__()
+        if objective not in ("elbo", "iwae"):
+            raise VaekitError(f"unknown objective {objective!r}; use elbo or iwae")
+        self.model, self.objective, self.iw_k = model, objective, iw_k
+
+    def forward(self, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0):
+        if self.objective == "iwae":
+            bound = iwae_bound(self.model, x, self.iw_k)
+            return -bound.mean(), bound, None, None
+        terms = elbo(self.model, x, beta=beta, free_bits=free_bits)
+        return terms.loss, terms.elbo, terms.reconstruction, terms.kl
+
+
 def train(
     config: Config,
     run_dir: str | Path,
@@ -122,11 +145,16 @@ def train(
     dataset: Dataset | None = None,
 ) -> Path:
     """Train (or resume) a run in `run_dir`; returns the run folder. `dataset` replaces the
-    configured data source with in-memory arrays (as the anomaly detector does)."""
+    configured data source with in-memory arrays (as the anomaly detector does).
+
+    Under torchrun every process calls this: each rank trains on its shard of every epoch
+    through DistributedDataParallel, and rank 0 alone logs and writes checkpoints.
+    """
     run_dir = Path(run_dir)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    device = resolve_device(config.train.device)
+    world, device = distributed.init(resolve_device(config.train.device))
+    progress = progress and world.is_main
     # Tiny Adam moments and activations become denormal floats, which are ~100x slower on CPUs.
     torch.set_flush_denormal(True)
     state = TrainingState()
@@ -134,7 +162,9 @@ def train(
         model, config, state = load_checkpoint(run_dir, map_location=str(device), with_state=True)
         if total_epochs is not None:
             config.train.epochs = total_epochs
-        _truncate_metrics(run_dir, state.epoch)
+        distributed.barrier()
+        if world.is_main:
+            _truncate_metrics(run_dir, state.epoch)
     elif (run_dir / CHECKPOINT_NAME).exists():
         raise VaekitError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
     torch.manual_seed(config.train.seed)
@@ -145,29 +175,40 @@ def train(
         model = VAE(config.model).to(device)
     elif list(model.config.image_shape) != config.model.image_shape:
         raise VaekitError(f"{run_dir}: the data's image shape differs from the checkpoint's")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / CONFIG_NAME, config.to_json())
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / CONFIG_NAME, config.to_json())
 
     t = config.train
     opt = make_optimizer(model, config, device)
+    # The same permutation on every rank (each takes a strided shard of it); different noise.
     data_gen = torch.Generator(device="cpu").manual_seed(t.seed)
+    torch.manual_seed(t.seed + world.rank)
     if resume:
         if state.optimizer is not None:
             opt.load_state_dict(state.optimizer)
-        if "torch" in state.rng:
+        if "torch" in state.rng and not world.active:
             torch.set_rng_state(state.rng["torch"])
         if "data" in state.rng:
             data_gen.set_state(state.rng["data"])
+    step_fn: nn.Module = Objective(model, t.objective, t.iw_k)
+    if world.active:
+        step_fn = DistributedDataParallel(step_fn)
+    if t.compile:
+        step_fn = torch.compile(step_fn)
+    autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda" and t.bf16)
 
     n = splits.train.shape[0]
-    b = min(t.batch_size, n)
-    steps_per_epoch = n // b  # drop the ragged last batch: equal-size steps, stable statistics
+    shard = n // world.size
+    b = min(t.batch_size, shard)
+    steps_per_epoch = shard // b  # drop the ragged last batch: equal-size steps on every rank
     total_steps = steps_per_epoch * t.epochs
     step = state.step
     for epoch in range(state.epoch, t.epochs):
         model.train()
-        perm = torch.randperm(n, generator=data_gen).to(device)
-        sums = {"loss": 0.0, "reconstruction": 0.0, "kl": 0.0, "bound": 0.0}
+        perm = torch.randperm(n, generator=data_gen)[world.rank : shard * world.size : world.size]
+        perm = perm.to(device)
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, bound, reconstruction, kl
         t0 = time.perf_counter()
         bar = tqdm(
             range(steps_per_epoch),
@@ -183,14 +224,12 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = lr
             beta = kl_weight(config, step, steps_per_epoch)
-            if t.objective == "iwae":
-                bound = iwae_bound(model, x, t.iw_k)
-                loss = -bound.mean()
-                rec = kl = None
-            else:
-                terms = elbo(model, x, beta=beta, free_bits=t.free_bits)
-                loss, rec, kl, bound = terms.loss, terms.reconstruction, terms.kl, terms.elbo
-            if not torch.isfinite(loss):
+            with autocast:
+                loss, bound, rec, kl = step_fn(x, beta, t.free_bits)
+            finite = torch.isfinite(loss.detach()).double().view(1)
+            if world.active:  # one rank's NaN must stop every rank, not leave them waiting
+                distributed.all_reduce_(finite, "min")
+            if finite.item() < 1:
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last "
                     f"good checkpoint in {run_dir} is kept. Try a lower --set train.lr=…"
@@ -205,58 +244,68 @@ def train(
                 )
             opt.step()
             step += 1
-            sums["loss"] += loss.item()
-            sums["bound"] += bound.mean().item()
+            sums[0] += loss.item()
+            sums[1] += bound.mean().item()
             if rec is not None:
-                sums["reconstruction"] += rec.mean().item()
-                sums["kl"] += kl.mean().item()
+                sums[2] += rec.mean().item()
+                sums[3] += kl.mean().item()
             if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
                 done = i + 1
                 bar.set_postfix(
-                    loss=f"{sums['loss'] / done:.2f}",
-                    rec=f"{sums['reconstruction'] / done:.2f}",
-                    kl=f"{sums['kl'] / done:.2f}",
-                    elbo=f"{sums['bound'] / done:.2f}",
-                    img_s=f"{done * b / (time.perf_counter() - t0):.0f}",
+                    loss=f"{sums[0] / done:.2f}",
+                    rec=f"{sums[2] / done:.2f}",
+                    kl=f"{sums[3] / done:.2f}",
+                    elbo=f"{sums[1] / done:.2f}",
+                    img_s=f"{done * b * world.size / (time.perf_counter() - t0):.0f}",
                     refresh=False,
                 )
         bar.close()
         train_s = time.perf_counter() - t0
-        test = evaluate(
-            model, splits.test, t.pixels, k=0, batch_size=t.eval_batch_size, seed=t.seed
-        )
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": lr,
-            "beta": beta,
-            "train_loss": sums["loss"] / steps_per_epoch,
-            "train_bound": sums["bound"] / steps_per_epoch,
-            "train_reconstruction": sums["reconstruction"] / steps_per_epoch,
-            "train_kl": sums["kl"] / steps_per_epoch,
-            "test_elbo": test["elbo"],
-            "test_reconstruction": test["reconstruction"],
-            "test_kl": test["kl"],
-            "test_active_units": test["active_units"],
-            "images_per_s": steps_per_epoch * b / train_s,
-            "train_seconds": train_s,
-        }
-        if t.objective == "iwae":
-            row["train_bound_name"] = f"iwae-k{t.iw_k}"
-        # Metrics first: a crash before the checkpoint lands only repeats this epoch on resume,
-        # and resume drops rows past the checkpoint, so the log never skips or doubles an epoch.
-        _append_metrics(run_dir, row)
-        save_checkpoint(
-            checkpoint_path(run_dir),
-            model,
-            config,
-            TrainingState(epoch + 1, step, opt.state_dict(), _rng_state(data_gen)),
-        )
-        if progress:
-            tqdm.write(
-                f"epoch {epoch + 1:3d}  train loss {row['train_loss']:8.3f}  "
-                f"test elbo {test['elbo']:8.3f}  (rec {test['reconstruction']:8.3f}, "
-                f"kl {test['kl']:6.3f}, AU {test['active_units']})  "
-                f"{row['images_per_s']:,.0f} img/s"
+        means = (distributed.all_reduce_(sums) / (world.size * steps_per_epoch)).tolist()
+        if world.is_main:
+            test = evaluate(
+                model,
+                splits.test,
+                t.pixels,
+                k=0,
+                batch_size=t.eval_batch_size,
+                seed=t.seed,
+                shard=False,
             )
+            row = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": lr,
+                "beta": beta,
+                "train_loss": means[0],
+                "train_bound": means[1],
+                "train_reconstruction": means[2],
+                "train_kl": means[3],
+                "test_elbo": test["elbo"],
+                "test_reconstruction": test["reconstruction"],
+                "test_kl": test["kl"],
+                "test_active_units": test["active_units"],
+                "images_per_s": steps_per_epoch * b * world.size / train_s,
+                "train_seconds": train_s,
+                "world_size": world.size,
+            }
+            if t.objective == "iwae":
+                row["train_bound_name"] = f"iwae-k{t.iw_k}"
+            # Metrics first: a crash before the checkpoint lands only repeats this epoch on
+            # resume, and resume drops rows past the checkpoint, so no epoch is lost or doubled.
+            _append_metrics(run_dir, row)
+            save_checkpoint(
+                checkpoint_path(run_dir),
+                model,
+                config,
+                TrainingState(epoch + 1, step, opt.state_dict(), _rng_state(data_gen)),
+            )
+            if progress:
+                tqdm.write(
+                    f"epoch {epoch + 1:3d}  train loss {row['train_loss']:8.3f}  "
+                    f"test elbo {test['elbo']:8.3f}  (rec {test['reconstruction']:8.3f}, "
+                    f"kl {test['kl']:6.3f}, AU {test['active_units']})  "
+                    f"{row['images_per_s']:,.0f} img/s"
+                )
+        distributed.barrier()
     return run_dir
