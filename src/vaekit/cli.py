@@ -278,7 +278,7 @@ def _ideal_rates(model, images, k: int) -> dict:
 @_friendly_errors
 def compress_cmd(run_dir, input_path, output, ideal_k) -> None:
     """Losslessly compress an image set (IDX, .npy, image folder) by bits-back coding."""
-    from vaekit.uses.compression import _to_model_values, compress, read_container
+    from vaekit.uses.compression import compress, read_container, to_model_values
 
     model, _, _ = load_checkpoint(run_dir)
     images, container = read_container(input_path)
@@ -291,7 +291,7 @@ def compress_cmd(run_dir, input_path, output, ideal_k) -> None:
         f"wrote {output}: {len(images)} images, {len(data):,} bytes, {bpd:.4f} bits/dim "
         f"(raw 8-bit: {images.size:,} bytes)"
     )
-    values, _ = _to_model_values(images, model)
+    values, _ = to_model_values(images, model)
     ideal = _ideal_rates(model, values, ideal_k)
     line = f"model's ideal on this input: -ELBO {ideal['elbo_bits_per_dim']:.4f} bits/dim"
     if ideal_k:

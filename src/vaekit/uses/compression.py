@@ -47,7 +47,7 @@ def _pixel_kind(model: VAE) -> str:
     return "binary" if model.likelihood.name == "bernoulli" else "8bit"
 
 
-def _to_model_values(images: np.ndarray, model: VAE) -> tuple[np.ndarray, int]:
+def to_model_values(images: np.ndarray, model: VAE) -> tuple[np.ndarray, int]:
     """Binary inputs may be 0/1 or 0/255; return 0/1 values and the value that meant 1."""
     if _pixel_kind(model) != "binary":
         return images, 1
@@ -73,7 +73,7 @@ def compress(
     images = np.asarray(images)
     if images.ndim == 3 and model.config.image_shape[0] == 1:
         images = images[:, None]
-    values, one = _to_model_values(images, model)
+    values, one = to_model_values(images, model)
     words, plan = encode(model, values, batch_size=batch_size, progress=progress)
     header = {
         "fingerprint": weights_fingerprint(model),
