@@ -26,7 +26,7 @@ from vaekit.model import VAE
 from vaekit.uses.bitsback import CodingError, CodingPlan, decode, encode
 
 MAGIC = b"VKZ\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _PREFIX = struct.Struct("<4sHI")
 MAX_HEADER = 64 * 1024 * 1024
 
