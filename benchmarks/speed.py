@@ -49,7 +49,7 @@ class ReferenceVAE(nn.Module):
         return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
 
 
-def reference_loss(recon, x, mu, logvar):
+def reference_loss(recon, mu, logvar, x):
     bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
     return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
