@@ -138,16 +138,21 @@ def _plan(p: dict[str, Any]) -> CodingPlan:
 
 def decompress(model: VAE, data: bytes, progress: bool = False) -> np.ndarray:
     """Decode bytes from `compress` back to the exact uint8 images (N, C, H, W)."""
-    header, words = read_header(data)
-    if header["fingerprint"] != weights_fingerprint(model):
+    return _decode(model, *read_header(data), progress=progress)
+
+
+def _decode(
+    model: VAE, header: dict[str, Any], words: np.ndarray, progress: bool = False
+) -> np.ndarray:
+    fingerprint = weights_fingerprint(model)
+    if header["fingerprint"] != fingerprint:
         raise CodingError(
             f"this file was compressed with another model (weights fingerprint "
-            f"{header['fingerprint'][:12]}…, this model {weights_fingerprint(model)[:12]}…)"
+            f"{header['fingerprint'][:12]}…, this model {fingerprint[:12]}…)"
         )
     if list(header["shape"][1:]) != list(model.config.image_shape):
         raise CodingError("the file's image shape does not match this model")
-    plan = header["plan"]
-    values = decode(model, words, plan, progress=progress)
+    values = decode(model, words, header["plan"], progress=progress)
     images = values * np.uint8(header["one_value"]) if header["one_value"] != 1 else values
     if _sha256(images) != header["sha256"]:
         raise CodingError(
@@ -277,8 +282,8 @@ def decompress_file(
         data = Path(src).read_bytes()
     except OSError as e:
         raise CodingError(f"cannot read {src}: {e.strerror}") from e
-    images = decompress(model, data, progress=progress)
-    header, _ = read_header(data)
+    header, words = read_header(data)
+    images = _decode(model, header, words, progress=progress)
     return write_container(images, header["container"], dst)
 
 
