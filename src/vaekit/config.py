@@ -53,6 +53,8 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda | mps | auto
     bf16: bool = True  # bf16 autocast on CUDA (ignored elsewhere)
     compile: bool = False  # torch.compile the training step
+    stream: bool = False  # read `data` as memory-mapped .npy shards through a DataLoader
+    workers: int = 2  # DataLoader worker processes when streaming
     eval_batch_size: int = 1000
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from vaekit import distributed
@@ -27,6 +28,7 @@ from vaekit.checkpoint import (
 from vaekit.config import Config
 from vaekit.data import Dataset, load_dataset, prepare_split, to_values
 from vaekit.data.pixels import LIKELIHOOD_FOR, PIXEL_MODES
+from vaekit.data.streaming import NpyShards, open_shards
 from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.evaluation import evaluate
 from vaekit.fileio import atomic_write_text
@@ -39,8 +41,17 @@ CONFIG_NAME = "config.json"
 
 @dataclass
 class Splits:
-    train: torch.Tensor  # uint8 (N, C, H, W) on the training device
+    train: torch.Tensor | NpyShards  # uint8 (N, C, H, W) on the device, or streamed shards
     test: torch.Tensor
+
+    @property
+    def image_shape(self) -> list[int]:
+        if isinstance(self.train, NpyShards):
+            return list(self.train.image_shape)
+        return list(self.train.shape[1:])
+
+
+STREAM_TEST_LIMIT = 10000  # test images held in memory for the per-epoch ELBO when streaming
 
 
 def load_splits(config: Config, device: torch.device, dataset: Dataset | None = None) -> Splits:
@@ -48,6 +59,16 @@ def load_splits(config: Config, device: torch.device, dataset: Dataset | None = 
     t = config.train
     if t.pixels not in PIXEL_MODES:
         raise VaekitError(f"unknown pixel mode {t.pixels!r}; choose from {', '.join(PIXEL_MODES)}")
+    if t.stream:
+        if t.pixels == "static-binary":
+            raise VaekitError(
+                "static-binary needs the whole split in memory; stream with "
+                "dynamic-binary, 8bit or continuous pixels"
+            )
+        train_shards, test_shards = open_shards(t.data)
+        n_test = min(len(test_shards), STREAM_TEST_LIMIT, t.limit or STREAM_TEST_LIMIT)
+        test = torch.stack([test_shards[i] for i in range(n_test)]).to(device)
+        return Splits(train_shards, prepare_split(test, t.pixels, False))
     ds = dataset if dataset is not None else load_dataset(t.data, t.data_dir)
     train, test = ds.train, ds.test
     if t.limit:
@@ -116,6 +137,43 @@ def _truncate_metrics(run_dir: Path, epochs_done: int) -> None:
         atomic_write_text(path, "".join(r + "\n" for r in keep))
 
 
+def _epoch_batches(
+    train: torch.Tensor | NpyShards,
+    t,
+    world,
+    data_gen: torch.Generator,
+    b: int,
+    steps: int,
+    epoch: int,
+    device: torch.device,
+):
+    """This rank's uint8 batches for one epoch: slices of an in-memory tensor through a
+    permutation, or streamed shards through a DataLoader with workers."""
+    n = len(train)
+    if isinstance(train, NpyShards):
+        if world.active:
+            sampler = DistributedSampler(train, world.size, world.rank, seed=t.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(train, generator=data_gen)
+        loader = DataLoader(
+            train,
+            batch_size=b,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=t.workers,
+            persistent_workers=False,
+        )
+        for batch in loader:
+            yield batch.to(device, non_blocking=True)
+        return
+    shard = n // world.size
+    perm = torch.randperm(n, generator=data_gen)[world.rank : shard * world.size : world.size]
+    perm = perm.to(device)
+    for i in range(steps):
+        yield train[perm[i * b : (i + 1) * b]]
+
+
 class Objective(nn.Module):
     """The training loss as a module, so that DistributedDataParallel's gradient hooks apply.
 
@@ -169,7 +227,7 @@ def train(
         raise VaekitError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
     torch.manual_seed(config.train.seed)
     splits = load_splits(config, device, dataset)
-    config.model.image_shape = list(splits.train.shape[1:])
+    config.model.image_shape = splits.image_shape
     config.model.likelihood = LIKELIHOOD_FOR[config.train.pixels]
     if not resume:
         model = VAE(config.model).to(device)
@@ -198,7 +256,7 @@ def train(
         step_fn = torch.compile(step_fn)
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda" and t.bf16)
 
-    n = splits.train.shape[0]
+    n = len(splits.train)
     shard = n // world.size
     b = min(t.batch_size, shard)
     steps_per_epoch = shard // b  # drop the ragged last batch: equal-size steps on every rank
@@ -206,8 +264,9 @@ def train(
     step = state.step
     for epoch in range(state.epoch, t.epochs):
         model.train()
-        perm = torch.randperm(n, generator=data_gen)[world.rank : shard * world.size : world.size]
-        perm = perm.to(device)
+        batches = _epoch_batches(
+            splits.train, t, world, data_gen, b, steps_per_epoch, epoch, device
+        )
         sums = torch.zeros(4, dtype=torch.float64)  # loss, bound, reconstruction, kl
         t0 = time.perf_counter()
         bar = tqdm(
@@ -218,8 +277,8 @@ def train(
             leave=False,
             mininterval=0.5,
         )
-        for i in bar:
-            x = to_values(splits.train[perm[i * b : (i + 1) * b]], t.pixels, train=True)
+        for i, raw in zip(bar, batches, strict=False):
+            x = to_values(raw, t.pixels, train=True)
             lr = learning_rate(config, step, total_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
