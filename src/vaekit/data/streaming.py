@@ -69,16 +69,23 @@ def is_shard_folder(path: str | Path) -> bool:
 def open_shards(path: str | Path) -> tuple[NpyShards, NpyShards]:
     """(train, test) shard datasets from a shard folder."""
     path = Path(path)
-    train = sorted((path / "train").glob("*.npy"))
-    if train:
-        test = sorted((path / "test").glob("*.npy"))
-        if not test:
+    train_paths = sorted((path / "train").glob("*.npy"))
+    if train_paths:
+        test_paths = sorted((path / "test").glob("*.npy"))
+        if not test_paths:
             raise DataError(f"{path}: has train/*.npy but no test/*.npy")
-        return NpyShards(train), NpyShards(test)
-    shards = sorted(path.glob("*.npy"))
-    if len(shards) < 2:
+    else:
+        shards = sorted(path.glob("*.npy"))
+        if len(shards) < 2:
+            raise DataError(
+                f"{path}: streaming needs at least 2 shards (the last is held out "
+                f"for testing), or train/ and test/ subfolders"
+            )
+        train_paths, test_paths = shards[:-1], shards[-1:]
+    train, test = NpyShards(train_paths), NpyShards(test_paths)
+    if train.image_shape != test.image_shape:
         raise DataError(
-            f"{path}: streaming needs at least 2 shards (the last is held out for "
-            f"testing), or train/ and test/ subfolders"
+            f"{path}: shards disagree on the image shape: train "
+            f"{train.image_shape}, test {test.image_shape}"
         )
-    return NpyShards(shards[:-1]), NpyShards(shards[-1:])
+    return train, test
