@@ -59,8 +59,10 @@ def all_scores(
     k: int = 100,
     seed: int = 0,
     batch_size: int = 200,
+    complexity: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Every score kind (bits, higher = more anomalous) from one importance-sampling pass."""
+    """Every score kind (bits, higher = more anomalous) from one importance-sampling pass;
+    `complexity=False` skips the PNG encoding that only the complexity score needs."""
     was_training = model.training
     terms = per_example(model, values, pixels, k=k, batch_size=batch_size, seed=seed)
     model.train(was_training)
@@ -69,7 +71,7 @@ def all_scores(
         "elbo": (-terms["elbo"] / _LN2).numpy(),
         "reconstruction": (-terms["reconstruction"] / _LN2).numpy(),
     }
-    if pixels != "tabular":
+    if complexity and pixels != "tabular":
         shown = values.cpu().numpy()
         if pixels in ("dynamic-binary", "static-binary"):
             shown = shown * 255
@@ -91,7 +93,9 @@ def anomaly_scores(
         raise VaekitError(f"unknown score {score!r}; choose from {', '.join(SCORES)}")
     if score == "complexity" and pixels == "tabular":
         raise VaekitError("the complexity score needs images (a PNG length); use surprise")
-    return all_scores(model, values, pixels, k, seed, batch_size)[score]
+    return all_scores(model, values, pixels, k, seed, batch_size, complexity=score == "complexity")[
+        score
+    ]
 
 
 class AnomalyDetector(OutlierMixin, BaseEstimator):
