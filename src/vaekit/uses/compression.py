@@ -117,6 +117,15 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
         n_words = int(header["n_words"])
         shape = [int(s) for s in header["shape"]]
         header["plan"] = _plan(header["plan"])
+        # Every key decoding relies on must be there and well-typed, so that a damaged header
+        # (even one with a recomputed CRC) is a clean error rather than a crash later on.
+        if not (
+            isinstance(header["fingerprint"], str)
+            and isinstance(header["sha256"], str)
+            and header["one_value"] in (1, 255)
+            and isinstance(header["container"], dict)
+        ):
+            raise ValueError("bad fingerprint, checksum, pixel value or container fields")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CodingError(f"the file is corrupt (unreadable header: {e})") from e
     payload = data[_PREFIX.size + hlen : -4]
@@ -284,7 +293,10 @@ def decompress_file(
         raise CodingError(f"cannot read {src}: {e.strerror}") from e
     header, words = read_header(data)
     images = _decode(model, header, words, progress=progress)
-    return write_container(images, header["container"], dst)
+    try:
+        return write_container(images, header["container"], dst)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CodingError(f"the file is corrupt (bad container metadata: {e})") from e
 
 
 __all__ = ["compress", "compress_file", "decompress", "decompress_file", "read_header"]
