@@ -69,6 +69,28 @@ def test_bernoulli_likelihood_matches_formula():
     assert torch.allclose(lik.distribution(params).log_prob(x), manual, atol=1e-5)
 
 
+def test_expected_binary_target_is_the_average_over_binarizations():
+    """expected-binary's cross-entropy with x/255 equals E_b[log p(b|z)], b ~ Bernoulli(x/255)."""
+    from vaekit.data.pixels import to_values
+
+    torch.manual_seed(0)
+    lik = make_likelihood("bernoulli")
+    params = torch.randn(1, 1, 6, 6)
+    images = torch.randint(0, 256, (1, 1, 6, 6), dtype=torch.uint8)
+    exact = lik.distribution(params).log_prob(to_values(images, "expected-binary", train=True))
+    draws = torch.stack(
+        [
+            lik.distribution(params).log_prob(to_values(images, "dynamic-binary", train=True))
+            for _ in range(20000)
+        ]
+    )
+    se = draws.std() / math.sqrt(len(draws))
+    assert abs(draws.mean() - exact) < 4 * se
+    # and it is not just any number: a shifted target is far outside the error bar
+    shifted = lik.distribution(params).log_prob(to_values(images // 2, "expected-binary", True))
+    assert abs(draws.mean() - shifted) > 20 * se
+
+
 def test_gaussian_likelihood_matches_normal():
     lik = make_likelihood("gaussian")
     params = torch.randn(2, 2, 3, 3)

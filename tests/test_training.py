@@ -89,7 +89,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, npy_data, monke
     assert len(_metrics(run)) == 1
 
 
-@pytest.mark.parametrize("pixels", ["static-binary", "8bit", "continuous"])
+@pytest.mark.parametrize("pixels", ["static-binary", "expected-binary", "8bit", "continuous"])
 def test_every_pixel_mode_trains_and_evaluates(tmp_path, npy_data, pixels):
     from vaekit.evaluation import evaluate
     from vaekit.training import load_splits

@@ -99,10 +99,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"hidden": [512, 512], "latent_dim": 32},
         "train": {
             "epochs": 160,
-            "batch_size": 128,
-            "lr": 1e-3,
+            "batch_size": 256,
+            "lr": 1.5e-3,
             "lr_final": 5e-5,
             "kl_warmup_epochs": 5,
+        },
+    },
+    # Time to quality: the PyTorch example's network and [0,1]-pixel objective, trained
+    # for five epochs with small batches and a decaying learning rate (benchmarks/speed.py).
+    "fast": {
+        "model": {"hidden": [400], "latent_dim": 20},
+        "train": {
+            "pixels": "expected-binary",
+            "epochs": 5,
+            "batch_size": 64,
+            "lr": 2e-3,
+            "lr_final": 1e-4,
         },
     },
     # Residual convolutional encoder/decoder.

@@ -190,6 +190,12 @@ def _evaluate(
         out.update(log_px=log_px, jensen_gap=log_px - out["elbo"], bits_per_dim=bpd(log_px))
     else:
         out.update(log_px=None, jensen_gap=None, bits_per_dim=None)
+    if pixels == "expected-binary":
+        out["note"] = (
+            "expected-binary: the ELBO bounds E_b[log p(b)] over binarizations "
+            "b ~ Bernoulli(x/255); log_px is the log-marginal of the cross-entropy objective, "
+            "not a normalized likelihood, and is not comparable with binary log p(x)"
+        )
     if offset:
         out["bits_per_dim_note"] = (
             "continuous pixels: bits/dim of the 8-bit data from the dequantized density "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,54 @@ def _epoch_batches(
         yield train[perm[i * b : (i + 1) * b]]
 
 
+def _clip_gradients(
+    params: list[torch.Tensor], max_norm: float | None, scale_always: bool
+) -> torch.Tensor:
+    """Clip the total gradient norm to `max_norm` (None: only measure it); returns the norm.
+
+    On a CPU the norm is on the host already, so the rescaling pass (one kernel per
+    parameter) runs only when the norm is over the limit; on accelerators it always runs,
+    as a look at the norm would stall the device queue.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    if max_norm is not None and (scale_always or norm.item() > max_norm):
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
+
+
+class _DivergenceGuard:
+    """Stops training when the loss or gradient norm stops being finite, without letting a
+    bad step touch the weights, so the last good checkpoint (and the model) stay valid.
+
+    Fused Adam skips a step on the device when told to (`found_inf`), so the host only
+    has to look every `interval` steps: on a GPU a per-step look would stall the queue.
+    Other optimizers are checked before every step.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, device: torch.device, run_dir: Path):
+        self.skips_on_device = bool(opt.defaults.get("fused"))
+        self.interval = 1 if device.type == "cpu" else 50
+        self.flag = torch.zeros((), dtype=torch.bool, device=device)
+        self.run_dir = run_dir
+
+    def record(self, bad: torch.Tensor) -> None:
+        self.flag |= bad
+
+    def due(self, i: int, steps: int) -> bool:
+        return (i + 1) % self.interval == 0
+
+    def check(self, bad: torch.Tensor, epoch: int, step: int) -> None:
+        if bool(bad):
+            late = "" if self.interval == 1 else f" (or up to {self.interval} steps before)"
+            raise TrainingDiverged(
+                f"the loss or its gradient stopped being finite at epoch {epoch + 1}, step {step}"
+                f"{late}"
+                f"; the last good checkpoint in {self.run_dir} is kept. Try a lower "
+                "--set train.lr=..."
+            )
+
+
 class Objective(nn.Module):
     """The training loss as a module, so that DistributedDataParallel's gradient hooks apply.
 
@@ -201,9 +250,11 @@ def train(
     progress: bool = True,
     total_epochs: int | None = None,
     dataset: Dataset | None = None,
+    on_epoch: Callable[[dict[str, Any], VAE], None] | None = None,
 ) -> Path:
     """Train (or resume) a run in `run_dir`; returns the run folder. `dataset` replaces the
     configured data source with in-memory arrays (as the anomaly detector does).
+    `on_epoch(metrics_row, model)` runs on rank 0 after each epoch's checkpoint is written.
 
     Under torchrun every process calls this: each rank trains on its shard of every epoch
     through DistributedDataParallel, and rank 0 alone logs and writes checkpoints.
@@ -249,6 +300,8 @@ def train(
             torch.set_rng_state(state.rng["torch"])
         if "data" in state.rng:
             data_gen.set_state(state.rng["data"])
+    guard = _DivergenceGuard(opt, device, run_dir)
+    params = [p for p in model.parameters() if p.requires_grad]
     step_fn: nn.Module = Objective(model, t.objective, t.iw_k)
     if world.active:
         step_fn = DistributedDataParallel(step_fn)
@@ -267,7 +320,8 @@ def train(
         batches = _epoch_batches(
             splits.train, t, world, data_gen, b, steps_per_epoch, epoch, device
         )
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, bound, reconstruction, kl
+        # loss, bound, reconstruction, kl: summed on the device, read once per epoch
+        sums = torch.zeros(4, dtype=torch.float64, device=device)
         t0 = time.perf_counter()
         bar = tqdm(
             range(steps_per_epoch),
@@ -285,42 +339,40 @@ def train(
             beta = kl_weight(config, step, steps_per_epoch)
             with autocast:
                 loss, bound, rec, kl = step_fn(x, beta, t.free_bits)
-            finite = torch.isfinite(loss.detach()).double().view(1)
-            if world.active:  # one rank's NaN must stop every rank, not leave them waiting
-                distributed.all_reduce_(finite, "min")
-            if finite.item() < 1:
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last "
-                    f"good checkpoint in {run_dir} is kept. Try a lower --set train.lr=…"
-                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip or math.inf)
-            if not torch.isfinite(gnorm):
-                raise TrainingDiverged(
-                    f"gradient became {gnorm.item()} at epoch {epoch + 1}, step {step + 1}; the "
-                    f"last good checkpoint in {run_dir} is kept"
-                )
+            # DDP has all-reduced the gradients, so every rank sees the same norm: a NaN on
+            # any rank is a NaN on all, and they all stop together without an extra collective.
+            gnorm = _clip_gradients(params, t.grad_clip, scale_always=device.type != "cpu")
+            bad = ~(torch.isfinite(gnorm) & torch.isfinite(loss.detach()))
+            if guard.skips_on_device:
+                opt.found_inf = bad.float()  # the fused kernel leaves weights untouched
+            else:
+                guard.check(bad, epoch, step + 1)
             opt.step()
+            guard.record(bad)
             step += 1
-            sums[0] += loss.item()
-            sums[1] += bound.mean().item()
+            parts = [loss.detach(), bound.detach().mean()]
             if rec is not None:
-                sums[2] += rec.mean().item()
-                sums[3] += kl.mean().item()
+                parts += [rec.detach().mean(), kl.detach().mean()]
+            sums[: len(parts)] += torch.stack(parts).to(sums)
+            if guard.due(i, steps_per_epoch):
+                guard.check(guard.flag, epoch, step)
             if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
                 done = i + 1
+                shown = (sums / done).tolist()
                 bar.set_postfix(
-                    loss=f"{sums[0] / done:.2f}",
-                    rec=f"{sums[2] / done:.2f}",
-                    kl=f"{sums[3] / done:.2f}",
-                    elbo=f"{sums[1] / done:.2f}",
+                    loss=f"{shown[0]:.2f}",
+                    rec=f"{shown[2]:.2f}",
+                    kl=f"{shown[3]:.2f}",
+                    elbo=f"{shown[1]:.2f}",
                     img_s=f"{done * b * world.size / (time.perf_counter() - t0):.0f}",
                     refresh=False,
                 )
         bar.close()
         train_s = time.perf_counter() - t0
-        means = (distributed.all_reduce_(sums) / (world.size * steps_per_epoch)).tolist()
+        guard.check(guard.flag, epoch, step)
+        means = (distributed.all_reduce_(sums.cpu()) / (world.size * steps_per_epoch)).tolist()
         if world.is_main:
             test = evaluate(
                 model,
@@ -366,5 +418,7 @@ def train(
                     f"kl {test['kl']:6.3f}, AU {test['active_units']})  "
                     f"{row['images_per_s']:,.0f} img/s"
                 )
+            if on_epoch is not None:
+                on_epoch(row, model)
         distributed.barrier()
     return run_dir

@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from vaekit.checkpoint import CHECKPOINT_NAME, TrainingState, load_checkpoint, save_checkpoint
 from vaekit.config import apply_overrides, preset
-from vaekit.data.pixels import prepare_split
+from vaekit.data.pixels import BINARY_MODES, prepare_split
 from vaekit.data.sources import Dataset, to_uint8
 from vaekit.errors import DataError, VaekitError
 from vaekit.evaluation import per_example
@@ -73,9 +73,9 @@ def all_scores(
     }
     if complexity and pixels != "tabular":
         shown = values.cpu().numpy()
-        if pixels in ("dynamic-binary", "static-binary"):
+        if pixels in BINARY_MODES:
             shown = shown * 255
-        out["complexity"] = out["surprise"] - png_bits(shown.astype(np.uint8))
+        out["complexity"] = out["surprise"] - png_bits(np.rint(shown).astype(np.uint8))
     return out
 
 
