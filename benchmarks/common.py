@@ -25,8 +25,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
 

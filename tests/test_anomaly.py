@@ -12,8 +12,9 @@ from tests.conftest import synthetic_digits
 from vaekit.checkpoint import weights_fingerprint
 from vaekit.cli import main
 from vaekit.data import prepare_split
-from vaekit.errors import DataError
+from vaekit.errors import DataError, VaekitError
 from vaekit.uses.anomaly import AnomalyDetector, png_bits
+from vaekit.uses.background import local_log_prob
 
 TINY = ("model.hidden=[32]", "model.latent_dim=2", "train.epochs=3", "train.lr=3e-3")
 
@@ -70,13 +71,20 @@ def test_planted_image_outliers_all_scores(tmp_path):
     det.fit(normal)
     test = np.concatenate([synthetic_digits(60, 12, seed=5), odd])
     labels = np.r_[np.zeros(60), np.ones(20)]
-    for score in ("surprise", "elbo", "reconstruction"):
+    for score in ("surprise", "elbo", "reconstruction", "ratio"):
         assert roc_auc_score(labels, det.anomaly_score(test, score)) > 0.95, score
+    # The default for binary single-channel images is the likelihood ratio: surprise minus
+    # the surprise of the local background model, both in bits.
+    surprise = det.anomaly_score(test, "surprise")
+    values = prepare_split(torch.from_numpy(test[:, None]), "dynamic-binary", train=False)
+    assert values.max() == 1
+    background_bits = -local_log_prob(det.background_, values.float()).numpy() / np.log(2)
+    assert np.allclose(det.anomaly_score(test), surprise - background_bits, atol=1e-3)
     # Complexity is surprise minus the PNG length: it corrects for inputs simpler than the
     # data (Serrà et al.), and by design it discounts noise, whose PNG is long.
     shown = prepare_split(torch.from_numpy(test[:, None]), "dynamic-binary", train=False)
     png = png_bits(shown.numpy() * 255)
-    assert np.allclose(det.anomaly_score(test, "complexity"), det.anomaly_score(test) - png)
+    assert np.allclose(det.anomaly_score(test, "complexity"), surprise - png)
     det.save(tmp_path / "det")
     again = AnomalyDetector.load(tmp_path / "det")
     assert np.array_equal(again.anomaly_score(test), det.anomaly_score(test))
@@ -177,3 +185,27 @@ def test_score_and_detect_cli(tmp_path):
     assert res.exit_code == 0 and "flagged 20 of 200" in res.output
     res = CliRunner().invoke(main, ["detect", str(tmp_path / "ones"), str(tmp_path / "x.npy")])
     assert res.exit_code != 0
+
+
+def test_plain_training_run_gets_a_background_from_its_own_data(tmp_path, npy_data):
+    """`vaekit score --score ratio` on a `vaekit train` run (no detector.json) fits the local
+    background on the run's training data, deterministically."""
+    from tests.conftest import tiny_config
+    from vaekit.training import train
+
+    run = train(tiny_config(npy_data, epochs=1), tmp_path / "run", progress=False)
+    test = synthetic_digits(30, 12, seed=3)
+    a = AnomalyDetector.load(run)
+    assert a.background_ is None  # nothing fitted until the ratio is asked for
+    scores = a.anomaly_score(test, "ratio")
+    assert a.background_ is not None and np.isfinite(scores).all()
+    b = AnomalyDetector.load(run)
+    assert np.allclose(b.anomaly_score(test, "ratio"), scores)
+    assert np.allclose(b.anomaly_score(test), scores)  # auto resolves to ratio here
+
+
+def test_ratio_needs_binary_single_channel_images(tabular_detector):
+    with pytest.raises(VaekitError, match="background model"):
+        tabular_detector.anomaly_score(np.zeros((3, 6)), "ratio")
+    with pytest.raises(VaekitError, match="single-channel images with binary pixels"):
+        AnomalyDetector(score="ratio", overrides=TINY).fit(np.random.default_rng(0).random((20, 6)))

@@ -343,8 +343,8 @@ def _write_scores(path: Path, scores, labels=None, indices=None) -> None:
 _score_opt = click.option(
     "--score",
     "score",
-    type=click.Choice(["surprise", "elbo", "reconstruction", "complexity"]),
-    help="[the detector's, or surprise]",
+    type=click.Choice(["auto", "surprise", "elbo", "reconstruction", "complexity", "ratio"]),
+    help="[the detector's; auto: ratio for binary single-channel images, else surprise]",
 )
 _k_opt = click.option("--k", "k", type=int, help="Importance samples for surprise [100].")
 
@@ -367,7 +367,7 @@ def score_cmd(run_dir, input_path, score, k, out) -> None:
     scores = det.anomaly_score(x, score)
     _write_scores(Path(out), scores, labels)
     click.echo(
-        f"scored {len(scores)} examples ({score or det.score}, bits): mean "
+        f"scored {len(scores)} examples ({det._score_kind(score)}, bits): mean "
         f"{scores.mean():.2f}, min {scores.min():.2f}, max {scores.max():.2f}; "
         f"wrote {out}"
     )

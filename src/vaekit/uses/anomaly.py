@@ -6,7 +6,11 @@ Scores (higher = more anomalous, in bits):
 - reconstruction: -E_q[log p(x|z)] / ln 2;
 - complexity: surprise minus the input's length under a generic lossless coder (PNG), the
   correction of Serrà et al. (2020) for likelihoods that favour simple inputs from other
-  domains.
+  domains;
+- ratio: surprise minus the surprise of a local background model fitted to the same data
+  (`uses.background`): a likelihood ratio (Ren et al. 2019; Schirrmeister et al. 2020) that
+  cancels what local pixel statistics explain and keeps what the VAE's global model adds.
+  For single-channel binary-pixel images; `score="auto"` picks it there, else surprise.
 
 `AnomalyDetector` wraps training and scoring in scikit-learn's outlier-detector conventions.
 """
@@ -29,15 +33,17 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from vaekit.checkpoint import CHECKPOINT_NAME, TrainingState, load_checkpoint, save_checkpoint
 from vaekit.config import apply_overrides, preset
-from vaekit.data.pixels import BINARY_MODES, prepare_split
+from vaekit.data.pixels import BINARY_MODES, prepare_split, to_values
 from vaekit.data.sources import Dataset, to_uint8
 from vaekit.errors import DataError, VaekitError
 from vaekit.evaluation import per_example
-from vaekit.fileio import atomic_write_text
+from vaekit.fileio import atomic_write_bytes, atomic_write_text
 from vaekit.model import VAE
+from vaekit.uses.background import LocalPixelModel, fit_local_model, local_log_prob
 
-SCORES = ("surprise", "elbo", "reconstruction", "complexity")
+SCORES = ("surprise", "elbo", "reconstruction", "complexity", "ratio")
 DETECTOR_FILE = "detector.json"
+BACKGROUND_FILE = "background.safetensors"
 _LN2 = math.log(2.0)
 
 
@@ -60,9 +66,11 @@ def all_scores(
     seed: int = 0,
     batch_size: int = 200,
     complexity: bool = True,
+    background: LocalPixelModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Every score kind (bits, higher = more anomalous) from one importance-sampling pass;
-    `complexity=False` skips the PNG encoding that only the complexity score needs."""
+    `complexity=False` skips the PNG encoding that only the complexity score needs, and the
+    ratio score is there when a `background` model is given."""
     was_training = model.training
     terms = per_example(model, values, pixels, k=k, batch_size=batch_size, seed=seed)
     model.train(was_training)
@@ -76,6 +84,9 @@ def all_scores(
         if pixels in BINARY_MODES:
             shown = shown * 255
         out["complexity"] = out["surprise"] - png_bits(np.rint(shown).astype(np.uint8))
+    if background is not None:
+        x = to_values(values, pixels, train=False).cpu()
+        out["ratio"] = out["surprise"] + (local_log_prob(background, x) / _LN2).numpy()
     return out
 
 
@@ -87,15 +98,29 @@ def anomaly_scores(
     k: int = 100,
     seed: int = 0,
     batch_size: int = 200,
+    background: LocalPixelModel | None = None,
 ) -> np.ndarray:
     """One score kind in bits (higher = more anomalous) for prepared inputs."""
     if score not in SCORES:
         raise VaekitError(f"unknown score {score!r}; choose from {', '.join(SCORES)}")
     if score == "complexity" and pixels == "tabular":
         raise VaekitError("the complexity score needs images (a PNG length); use surprise")
-    return all_scores(model, values, pixels, k, seed, batch_size, complexity=score == "complexity")[
-        score
-    ]
+    if score == "ratio" and background is None:
+        raise VaekitError(
+            "the ratio score needs a background model: it exists for single-channel images "
+            "with binary pixels fitted by vaekit.AnomalyDetector; use surprise otherwise"
+        )
+    scores = all_scores(
+        model,
+        values,
+        pixels,
+        k,
+        seed,
+        batch_size,
+        complexity=score == "complexity",
+        background=background if score == "ratio" else None,
+    )
+    return scores[score]
 
 
 class AnomalyDetector(OutlierMixin, BaseEstimator):
@@ -111,7 +136,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     def __init__(
         self,
         preset: str = "anomaly",
-        score: str = "surprise",
+        score: str = "auto",
         k: int = 100,
         pixels: str | None = None,
         epochs: int | None = None,
@@ -180,6 +205,20 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             )
         return torch.from_numpy(np.ascontiguousarray(images))
 
+    def _ratio_applies(self) -> bool:
+        return (
+            self.input_kind_ == "images"
+            and self.image_shape_[0] == 1
+            and self._pixels() in BINARY_MODES
+        )
+
+    def _score_kind(self, score: str | None = None) -> str:
+        """The score in use: `score`, else the detector's, with "auto" resolved."""
+        score = score or self.score
+        if score == "auto":
+            return "ratio" if self._ratio_applies() else "surprise"
+        return score
+
     def _pixels(self) -> str:
         if self.input_kind_ == "tabular":
             return "tabular"
@@ -191,8 +230,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """Train the VAE on (normal) X and set the threshold from `contamination`."""
         from vaekit.training import train
 
-        if self.score not in SCORES:
-            raise VaekitError(f"unknown score {self.score!r}; choose from {', '.join(SCORES)}")
+        if self.score not in (*SCORES, "auto"):
+            choices = ", ".join(("auto", *SCORES))
+            raise VaekitError(f"unknown score {self.score!r}; choose from {choices}")
         if not 0.0 < self.contamination < 0.5:
             raise VaekitError("contamination must be in (0, 0.5)")
         data = self._prepare(X, fitting=True)
@@ -213,6 +253,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             self.model_, self.config_, _ = load_checkpoint(tmp)
             lines = (Path(tmp) / "metrics.jsonl").read_text().splitlines()
             self.training_metrics_ = [json.loads(r) for r in lines]
+        self.background_ = None
+        if self._ratio_applies():
+            self.background_ = fit_local_model(data, self._pixels(), seed=self.seed)
+        elif self._score_kind() == "ratio":
+            raise VaekitError(
+                "the ratio score needs single-channel images with binary pixels; "
+                f"this detector has {self.input_kind_} data and {self._pixels()} pixels"
+            )
         self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
         return self
 
@@ -220,9 +268,26 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """Scores in bits, higher = more anomalous (`score` overrides the detector's)."""
         check_is_fitted(self, "model_")
         values = prepare_split(self._prepare(X, fitting=False), self._pixels(), train=False)
+        kind = self._score_kind(score)
         return anomaly_scores(
-            self.model_, values, self._pixels(), score or self.score, self.k, self.seed
+            self.model_,
+            values,
+            self._pixels(),
+            kind,
+            self.k,
+            self.seed,
+            background=self._background() if kind == "ratio" else None,
         )
+
+    def _background(self) -> LocalPixelModel | None:
+        """The background model; for a plain `vaekit train` run, fitted now on its training
+        data (the run's config says where that is)."""
+        if getattr(self, "background_", None) is None and self._ratio_applies():
+            from vaekit.training import load_splits
+
+            train = load_splits(self.config_, torch.device("cpu")).train
+            self.background_ = fit_local_model(train, self._pixels(), seed=self.seed)
+        return self.background_
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Minus the anomaly score in bits: higher means more normal (scikit-learn's sign)."""
@@ -268,6 +333,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             state.update(mean=self.mean_.tolist(), scale=self.scale_.tolist())
         else:
             state["image_shape"] = self.image_shape_
+        bg = getattr(self, "background_", None)
+        if bg is not None:
+            from safetensors.torch import save
+
+            state["background"] = {"kernel": bg.kernel, "width": bg.width, "depth": bg.depth}
+            atomic_write_bytes(path / BACKGROUND_FILE, save(bg.state_dict()))
         atomic_write_text(path / DETECTOR_FILE, json.dumps(state, indent=2))
         return path
 
@@ -286,6 +357,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                 det.mean_, det.scale_ = np.array(state["mean"]), np.array(state["scale"])
             else:
                 det.image_shape_ = state["image_shape"]
+            det.background_ = None
+            if "background" in state:
+                det.background_ = _load_background(path / BACKGROUND_FILE, state["background"])
         else:
             det = cls(pixels=cfg.train.pixels)
             det.input_kind_ = "tabular" if cfg.train.pixels == "tabular" else "images"
@@ -296,5 +370,18 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                 )
             det.image_shape_ = list(cfg.model.image_shape)
             det.n_features_in_ = int(np.prod(det.image_shape_))
+            det.background_ = None  # fitted on the run's training data if the ratio is asked for
         det.model_, det.config_ = model, cfg
         return det
+
+
+def _load_background(path: Path, spec: dict[str, int]) -> LocalPixelModel:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        model = LocalPixelModel(spec["kernel"], spec["width"], spec["depth"])
+        model.load_state_dict(load_file(str(path)))
+    except (OSError, SafetensorError, RuntimeError, KeyError, TypeError) as e:
+        raise VaekitError(f"{path}: cannot load the detector's background model: {e}") from e
+    return model.eval()
