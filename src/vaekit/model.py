@@ -36,6 +36,13 @@ class VAE(nn.Module):
         return self.config.latent_dim
 
     @property
+    def decode_batch_limit(self) -> int:
+        """Latents decoded at once when importance sampling: large batches keep an MLP's
+        matmuls efficient, while a conv decoder's activations are far bigger per image (and
+        cuDNN drops to slow kernels once a tensor passes 2^31 elements)."""
+        return 65536 if self.config.arch == "mlp" else 2048
+
+    @property
     def data_dims(self) -> int:
         c, h, w = self.config.image_shape
         return c * h * w

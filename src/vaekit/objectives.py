@@ -91,7 +91,7 @@ def importance_sampled_terms(
     k: int,
     q=None,
     chunk: int | None = None,
-    max_batch: int = 65536,
+    max_batch: int | None = None,
 ) -> ImportanceTerms:
     """log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per example,
     with the K-sample reconstruction term from the same samples.
@@ -100,6 +100,7 @@ def importance_sampled_terms(
     with K. A lower bound in expectation that tightens as K grows (Burda et al. 2016).
     """
     q = model.encode(x) if q is None else q
+    max_batch = max_batch or model.decode_batch_limit
     chunk = chunk or max(1, min(k, max_batch // max(1, x.shape[0])))
     total = torch.full((x.shape[0],), -math.inf, device=x.device)
     rec = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
@@ -114,7 +115,7 @@ def importance_sampled_terms(
 
 
 def importance_sampled_log_px(
-    model: VAE, x: torch.Tensor, k: int, chunk: int | None = None, max_batch: int = 65536
+    model: VAE, x: torch.Tensor, k: int, chunk: int | None = None, max_batch: int | None = None
 ) -> torch.Tensor:
     """The importance-sampled estimate of log p(x) alone (see `importance_sampled_terms`)."""
     return importance_sampled_terms(model, x, k, chunk=chunk, max_batch=max_batch).log_px
