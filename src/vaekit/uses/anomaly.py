@@ -228,7 +228,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> AnomalyDetector:
         """Train the VAE on (normal) X and set the threshold from `contamination`."""
-        from vaekit.training import train
+        from vaekit.training import resolve_device, train
 
         if self.score not in (*SCORES, "auto"):
             choices = ", ".join(("auto", *SCORES))
@@ -250,7 +250,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         arrays = data.numpy()
         with tempfile.TemporaryDirectory(prefix="vaekit-detector-") as tmp:
             train(cfg, tmp, progress=self.progress, dataset=Dataset("fit", arrays, arrays[watch]))
-            self.model_, self.config_, _ = load_checkpoint(tmp)
+            # Score where it trained: a GPU-trained conv detector is slow to score on a CPU.
+            device = str(resolve_device(cfg.train.device))
+            self.model_, self.config_, _ = load_checkpoint(tmp, map_location=device)
             lines = (Path(tmp) / "metrics.jsonl").read_text().splitlines()
             self.training_metrics_ = [json.loads(r) for r in lines]
         self.background_ = None
@@ -347,6 +349,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """Load a detector saved by `save` (or a plain `vaekit train` run folder)."""
         path = Path(path)
         model, cfg, _ = load_checkpoint(path / CHECKPOINT_NAME)
+        if cfg.train.device in ("cuda", "auto") and torch.cuda.is_available():
+            model = model.cuda()
         f = path / DETECTOR_FILE
         if f.exists():
             state = json.loads(f.read_text())
