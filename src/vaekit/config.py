@@ -106,12 +106,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     # Time to quality: the PyTorch example's network and [0,1]-pixel objective, trained
-    # for five epochs with small batches and a decaying learning rate (benchmarks/speed.py).
+    # for six epochs with small batches and a decaying learning rate (benchmarks/speed.py).
     "fast": {
         "model": {"hidden": [400], "latent_dim": 20},
         "train": {
             "pixels": "expected-binary",
-            "epochs": 5,
+            "epochs": 6,
             "batch_size": 64,
             "lr": 2e-3,
             "lr_final": 1e-4,

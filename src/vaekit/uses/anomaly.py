@@ -131,6 +131,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     `score_samples` is minus the score in bits (higher = more normal); `predict` gives +1 for
     inliers and -1 for outliers against a threshold set from `contamination` on the training
     data, or by `calibrate(X_normal, quantile)` on held-out normal data.
+    `score="auto"` (the default) is the likelihood ratio against a local background model
+    for single-channel binary-pixel images and the surprise otherwise; a fitted detector
+    says which in `_score_kind()`. Scoring runs on the device the VAE trained on.
     """
 
     def __init__(
