@@ -209,8 +209,9 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
     )
     per_dim = " ".join(f"{v:.2f}" for v in sorted(res["kl_per_dim"], reverse=True))
     click.echo(f"  KL per dimension (sorted)       {per_dim}")
-    if "bits_per_dim_note" in res:
-        click.echo(f"  note: {res['bits_per_dim_note']}")
+    for key in ("bits_per_dim_note", "note"):
+        if key in res:
+            click.echo(f"  note: {res[key]}")
 
 
 @main.command("sample")
