@@ -184,6 +184,8 @@ def _clip_gradients(
     parameter) runs only when the norm is over the limit; on accelerators it always runs,
     as a look at the norm would stall the device queue.
     """
+    if not hasattr(torch.nn.utils, "get_total_norm"):  # torch < 2.6
+        return torch.nn.utils.clip_grad_norm_(params, max_norm or math.inf)
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads)
     if max_norm is not None and (scale_always or norm.item() > max_norm):
