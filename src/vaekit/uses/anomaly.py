@@ -75,9 +75,9 @@ def all_scores(
     terms = per_example(model, values, pixels, k=k, batch_size=batch_size, seed=seed)
     model.train(was_training)
     out = {
-        "surprise": (-terms["log_px"] / _LN2).numpy(),
-        "elbo": (-terms["elbo"] / _LN2).numpy(),
-        "reconstruction": (-terms["reconstruction"] / _LN2).numpy(),
+        "surprise": (-terms["log_px"] / _LN2).cpu().numpy(),
+        "elbo": (-terms["elbo"] / _LN2).cpu().numpy(),
+        "reconstruction": (-terms["reconstruction"] / _LN2).cpu().numpy(),
     }
     if complexity and pixels != "tabular":
         shown = values.cpu().numpy()
@@ -260,7 +260,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             self.training_metrics_ = [json.loads(r) for r in lines]
         self.background_ = None
         if self._ratio_applies():
-            self.background_ = fit_local_model(data, self._pixels(), seed=self.seed)
+            self.background_ = fit_local_model(data, self._pixels(), seed=self.seed, device=device)
         elif self._score_kind() == "ratio":
             raise VaekitError(
                 "the ratio score needs single-channel images with binary pixels; "

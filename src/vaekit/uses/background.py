@@ -58,28 +58,31 @@ def fit_local_model(
     batch_size: int = 128,
     lr: float = 3e-3,
     seed: int = 0,
+    device: str | torch.device = "cpu",
 ) -> LocalPixelModel:
     """Fit a `LocalPixelModel` by maximum likelihood on uint8 images (N, 1, H, W), with the
-    same pixel mode (fresh binarizations each epoch for dynamic-binary) as the VAE."""
+    same pixel mode (fresh binarizations each epoch for dynamic-binary) as the VAE. Trains on
+    `device` and returns the model on the CPU (scoring it is cheap)."""
     if images.shape[1] != 1:
         raise ValueError("the local background model handles single-channel images")
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LocalPixelModel()
+        model = LocalPixelModel().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(images)
     steps = max(1, epochs * math.ceil(n / batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(epochs):
         for idx in torch.randperm(n, generator=g).split(batch_size):
-            x = to_values(images[idx], pixels, train=True, generator=g)
+            # binarized on the CPU from the seeded generator: the same bits on every device
+            x = to_values(images[idx], pixels, train=True, generator=g).to(device)
             loss = -model.log_prob(x).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-    return model.eval()
+    return model.cpu().eval()
 
 
 @torch.no_grad()
