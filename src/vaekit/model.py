@@ -38,8 +38,8 @@ class VAE(nn.Module):
     @property
     def decode_batch_limit(self) -> int:
         """Latents decoded at once when importance sampling: large batches keep an MLP's
-        matmuls efficient, while a conv decoder's activations are far bigger per image (and
-        cuDNN drops to slow kernels once a tensor passes 2^31 elements)."""
+        matmuls efficient, while a conv decoder's activations are far bigger per image (65k
+        images x 32 channels x 28 x 28 floats is 6.6 GB for one layer)."""
         return 65536 if self.config.arch == "mlp" else 2048
 
     @property
