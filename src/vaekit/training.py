@@ -211,7 +211,7 @@ class _DivergenceGuard:
     def record(self, bad: torch.Tensor) -> None:
         self.flag |= bad
 
-    def due(self, i: int, steps: int) -> bool:
+    def due(self, i: int) -> bool:
         return (i + 1) % self.interval == 0
 
     def check(self, bad: torch.Tensor, epoch: int, step: int) -> None:
@@ -358,7 +358,7 @@ def train(
             if rec is not None:
                 parts += [rec.detach().mean(), kl.detach().mean()]
             sums[: len(parts)] += torch.stack(parts).to(sums)
-            if guard.due(i, steps_per_epoch):
+            if guard.due(i):
                 guard.check(guard.flag, epoch, step)
             if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
                 done = i + 1
