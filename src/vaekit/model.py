@@ -7,7 +7,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent
 
 from vaekit.config import ModelConfig
-from vaekit.distributions import diagonal_gaussian, make_likelihood
+from vaekit.distributions import diagonal_gaussian, full_precision, make_likelihood
 from vaekit.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from vaekit.priors import make_prior
 
@@ -22,8 +22,8 @@ class VAE(nn.Module):
         shape, d = config.image_shape, config.latent_dim
         p = self.likelihood.params_per_channel
         if config.arch == "mlp":
-            self.encoder = MLPEncoder(shape, config.hidden, d)
-            self.decoder = MLPDecoder(shape, config.hidden[::-1], d, p)
+            self.encoder = MLPEncoder(shape, config.hidden, d, config.activation)
+            self.decoder = MLPDecoder(shape, config.hidden[::-1], d, p, config.activation)
         elif config.arch == "conv":
             self.encoder = ConvEncoder(shape, config.channels, d, config.blocks)
             self.decoder = ConvDecoder(shape, config.channels, d, p, config.blocks)
@@ -50,6 +50,7 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> Independent:
         """q(z|x) for data values x (B, C, H, W) as a diagonal Gaussian."""
         mean, logvar = self.encoder(self.likelihood.encoder_input(x))
+        mean, logvar = full_precision(mean), full_precision(logvar)
         # Bounds keep exp() finite early in training; they are far outside useful values.
         return diagonal_gaussian(mean, logvar.clamp(-30.0, 20.0))
 
@@ -60,6 +61,18 @@ class VAE(nn.Module):
         if len(lead) != 1:
             params = params.view(-1, *params.shape[1:])
         return self.likelihood.distribution(params)
+
+    @torch.no_grad()
+    def init_output_bias(self, mean: torch.Tensor, std: torch.Tensor) -> bool:
+        """Start the decoder's output bias at the likelihood that fits the data's per-pixel
+        mean and std of values (each (C, H, W)), so that training does not spend its first
+        steps learning the average image. Returns False where the likelihood has no such
+        closed form (the bias is then left as it is)."""
+        params = self.likelihood.initial_params(mean, std)
+        if params is None:
+            return False
+        self.decoder.set_output_bias(params.to(next(self.decoder.parameters()).device))
+        return True
 
     def prior_distribution(self) -> Distribution:
         return self.prior.distribution()

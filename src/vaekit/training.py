@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,44 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise VaekitError("--device cuda: no CUDA device is available here")
     return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), where bf16
+    matmuls run about twice as fast as float32; elsewhere they are emulated and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def use_bf16(config: Config, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast on `device` (see `bf16` and `cpu_bf16`)."""
+    t = config.train
+    if device.type == "cuda":
+        return t.bf16
+    if device.type == "cpu" and t.cpu_bf16:
+        if cpu_has_native_bf16():
+            return True
+        warnings.warn(
+            "train.cpu_bf16: this CPU has no native bf16 matmul (AVX512-BF16 or AMX); "
+            "training in float32",
+            stacklevel=2,
+        )
+    return False
+
+
+def data_statistics(
+    train: torch.Tensor | NpyShards, pixels: str, seed: int, n: int = 10000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean and standard deviation of the training values (each (C, H, W)),
+    from up to `n` images chosen with `seed`."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    idx = torch.randperm(len(train), generator=g)[:n]
+    if isinstance(train, NpyShards):
+        raw = torch.stack([train[i] for i in idx.tolist()])
+    else:
+        raw = train[idx.to(train.device)]
+    values = to_values(raw, pixels, train=True).float()
+    return values.mean(0), values.std(0, correction=0)
 
 
 def learning_rate(config: Config, step: int, total_steps: int) -> float:
@@ -284,6 +323,10 @@ def train(
     config.model.likelihood = LIKELIHOOD_FOR[config.train.pixels]
     if not resume:
         model = VAE(config.model).to(device)
+        if config.train.init_output_bias:
+            model.init_output_bias(
+                *data_statistics(splits.train, config.train.pixels, config.train.seed)
+            )
     elif list(model.config.image_shape) != config.model.image_shape:
         raise VaekitError(f"{run_dir}: the data's image shape differs from the checkpoint's")
     if world.is_main:
@@ -309,7 +352,8 @@ def train(
         step_fn = DistributedDataParallel(step_fn)
     if t.compile:
         step_fn = torch.compile(step_fn)
-    autocast = torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda" and t.bf16)
+    bf16 = use_bf16(config, device)
+    autocast = torch.autocast(device.type if bf16 else "cpu", torch.bfloat16, enabled=bf16)
 
     n = len(splits.train)
     shard = n // world.size
@@ -401,6 +445,7 @@ def train(
                 "images_per_s": steps_per_epoch * b * world.size / train_s,
                 "train_seconds": train_s,
                 "world_size": world.size,
+                "autocast": "bf16" if bf16 else None,
             }
             if t.objective == "iwae":
                 row["train_bound_name"] = f"iwae-k{t.iw_k}"

@@ -7,6 +7,7 @@ from vaekit.distributions.likelihoods import (
     GaussianLikelihood,
     Likelihood,
     LogisticMixtureLikelihood,
+    full_precision,
     make_likelihood,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "Likelihood",
     "LogisticMixtureLikelihood",
     "diagonal_gaussian",
+    "full_precision",
     "kl_per_dim",
     "make_likelihood",
 ]

@@ -15,6 +15,14 @@ from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints
 
 
+def full_precision(params: torch.Tensor) -> torch.Tensor:
+    """Decoder outputs made under bf16/fp16 autocast, in float32: a log-likelihood summed
+    over hundreds of pixels would otherwise keep only ~3 significant digits."""
+    if params.dtype in (torch.bfloat16, torch.float16):
+        return params.float()
+    return params
+
+
 class DiscretizedLogisticMixture(Distribution):
     """Mixture of logistics discretized to the 256 integer levels 0..255 (PixelCNN++ style).
 
@@ -89,6 +97,12 @@ class Likelihood(nn.Module):
     def distribution(self, params: torch.Tensor) -> Distribution:  # pragma: no cover
         raise NotImplementedError
 
+    def initial_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
+        """Decoder outputs (P*C, H, W) that fit the data's per-pixel mean and std of values
+        (each (C, H, W)) when z is ignored: a starting point for the output layer's bias.
+        None where there is no simple closed form."""
+        return None
+
     def display(self, dist: Distribution) -> torch.Tensor:
         """Images in [0, 1] that show a decoded distribution (its mean)."""
         return dist.mean.clamp(0, 1)
@@ -100,7 +114,11 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
 
     def distribution(self, params: torch.Tensor) -> Distribution:
-        return Independent(Bernoulli(logits=params, validate_args=False), 3)
+        return Independent(Bernoulli(logits=full_precision(params), validate_args=False), 3)
+
+    def initial_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        p = mean.clamp(1e-3, 1 - 1e-3)
+        return torch.log(p) - torch.log1p(-p)
 
 
 class LogisticMixtureLikelihood(Likelihood):
@@ -118,7 +136,7 @@ class LogisticMixtureLikelihood(Likelihood):
 
     def distribution(self, params: torch.Tensor) -> Distribution:
         b, _, h, w = params.shape
-        p = params.view(b, 3, self.n_mix, -1, h, w).permute(0, 3, 4, 5, 1, 2)
+        p = full_precision(params).view(b, 3, self.n_mix, -1, h, w).permute(0, 3, 4, 5, 1, 2)
         logits, means, log_scales = p.unbind(-2)
         log_scales = log_scales.clamp_min(self.min_log_scale)
         return Independent(DiscretizedLogisticMixture(logits, torch.tanh(means), log_scales), 3)
@@ -139,9 +157,12 @@ class GaussianLikelihood(Likelihood):
         self.min_log_scale = min_log_scale
 
     def distribution(self, params: torch.Tensor) -> Distribution:
-        mean, log_scale = params.chunk(2, dim=1)
+        mean, log_scale = full_precision(params).chunk(2, dim=1)
         scale = torch.exp(log_scale.clamp_min(self.min_log_scale))
         return Independent(Normal(mean, scale, validate_args=False), 3)
+
+    def initial_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        return torch.cat([mean, torch.log(std.clamp_min(math.exp(self.min_log_scale)))])
 
 
 def make_likelihood(name: str, n_mix: int = 5) -> Likelihood:

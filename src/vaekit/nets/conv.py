@@ -84,3 +84,9 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(self.fc(z).view(-1, *self.base))
         return out[..., : self.h, : self.w]
+
+    @torch.no_grad()
+    def set_output_bias(self, params: torch.Tensor) -> None:
+        """Start the output convolution at likelihood parameters (P*C, H, W); a convolution
+        has one bias per channel, so each channel takes its spatial mean."""
+        self.net[-1].bias.copy_(params.flatten(1).mean(1))
