@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
 # SiLU trains markedly faster than ReLU in short runs (no dead units); ReLU is the
 # classic choice and the default, so older checkpoints rebuild unchanged.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
