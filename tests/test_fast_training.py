@@ -116,3 +116,20 @@ def test_bf16_training_run_records_it_and_evaluates(tmp_path, npy_data, monkeypa
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     model, _, _ = load_checkpoint(run)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_importing_vaekit_flushes_denormals_on_every_worker_thread():
+    """Flush-to-zero is per thread and copied when torch starts its worker threads, so vaekit
+    sets it at import; a denormal-heavy Adam step measured 2x slower when it was set later."""
+    import subprocess
+    import sys
+
+    code = (
+        "import vaekit, torch\n"
+        "torch.set_num_threads(2)\n"
+        "torch.randn(500, 500) @ torch.randn(500, 500)  # starts the worker pool\n"
+        "x = torch.full((4_000_000,), 0x007FFFFF, dtype=torch.int32).view(torch.float32)\n"
+        "print(((x * 1.0) != 0).float().mean().item())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip()) == 0.0  # every thread treated the denormals as zero

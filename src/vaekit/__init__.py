@@ -1,5 +1,6 @@
 """vaekit: variational autoencoders, correct to the math, fast, and honest in their numbers."""
 
+from vaekit import _runtime  # noqa: F401  (first: sets CPU float flags)
 from vaekit.checkpoint import load_checkpoint, save_checkpoint
 from vaekit.config import Config, ModelConfig, TrainConfig, preset
 from vaekit.data import load_dataset
