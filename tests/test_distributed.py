@@ -65,7 +65,8 @@ def test_two_ranks_follow_one_rank_with_double_batch(tmp_path, npy_data):
     for a, b in zip(one, two, strict=True):
         assert a["step"] == b["step"]
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
-    assert two[-1]["train_loss"] < two[0]["train_loss"] - 5
+    # it learns: the output bias starts at the mean image, so the first epoch is already low
+    assert two[-1]["train_loss"] < two[0]["train_loss"] - 1
     model, cfg, state = load_checkpoint(tmp_path / "two")
     assert state.epoch == 8
     res = evaluate(model, load_splits(cfg, torch.device("cpu")).test, cfg.train.pixels, k=20)

@@ -12,7 +12,7 @@ import torch
 
 from vaekit import distributed
 from vaekit.checkpoint import load_checkpoint
-from vaekit.config import Config, apply_overrides, load_config_file, preset, replace
+from vaekit.config import PRESETS, Config, apply_overrides, load_config_file, preset, replace
 from vaekit.data.pixels import PIXEL_MODES
 from vaekit.errors import VaekitError
 from vaekit.evaluation import evaluate
@@ -47,7 +47,7 @@ def main() -> None:
 @click.option(
     "--config", "config_file", type=click.Path(dir_okay=False), help="JSON or TOML config."
 )
-@click.option("--preset", "preset_name", help="Named preset (demo, mlp, conv, mlp-8bit).")
+@click.option("--preset", "preset_name", help=f"Named preset ({', '.join(PRESETS)}); default mlp.")
 @click.option("--data", help="mnist, fashion-mnist, or a PATH (IDX, .npy, image folder).")
 @click.option("--data-dir", help="Folder that holds named datasets (also: $VAEKIT_DATA).")
 @click.option("--pixels", type=click.Choice(PIXEL_MODES), help="How pixels are modelled.")
