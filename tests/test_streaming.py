@@ -52,3 +52,17 @@ def test_bad_shards(tmp_path):
     (tmp_path / "d.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match="d.npy"):
         NpyShards([tmp_path / "d.npy"])
+
+
+def test_data_statistics_read_streamed_shards(shard_folder):
+    """The output-bias start reads its image sample through the shards when streaming."""
+    import torch
+
+    from vaekit.training import data_statistics
+
+    shards, _ = open_shards(shard_folder)
+    mean, std = data_statistics(shards, "expected-binary", seed=0, n=len(shards))
+    full = np.concatenate([np.load(p) for p in sorted(shard_folder.glob("*.npy"))[:3]])
+    expected = torch.from_numpy(full[:, None]).float() / 255
+    torch.testing.assert_close(mean, expected.mean(0))
+    torch.testing.assert_close(std, expected.std(0, correction=0))
