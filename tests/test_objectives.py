@@ -114,3 +114,24 @@ def test_free_bits_and_beta_change_loss_not_elbo():
     assert torch.equal(base.elbo, fb.elbo)
     assert fb.loss > base.loss  # KL clamped up to 5 nats per dim counts more
     assert torch.allclose(b0.loss, -base.reconstruction.mean())
+
+
+def test_decoding_k_samples_broadcasts_like_one_at_a_time():
+    """decode(z) for z (K, B, D) scores images (B, ...) for every sample, as K separate
+    decodes would, for each likelihood (no K-fold copy of the images is made)."""
+    import pytest
+
+    for likelihood, x in [
+        ("bernoulli", (torch.rand(5, 1, 6, 6) < 0.4).float()),
+        ("gaussian", torch.rand(5, 1, 6, 6)),
+        ("logistic-mixture", torch.randint(0, 256, (5, 1, 6, 6)).float()),
+    ]:
+        model = tiny_model(likelihood)
+        z = torch.randn(3, 5, model.latent_dim)
+        joint = model.decode(z).log_prob(x)
+        assert joint.shape == (3, 5)
+        single = torch.stack([model.decode(z[i]).log_prob(x) for i in range(3)])
+        assert torch.allclose(joint, single, rtol=1e-5, atol=1e-4), likelihood
+        assert joint.std() > 0  # distinct samples give distinct likelihoods
+    with pytest.raises(RuntimeError):
+        model.decode(z).log_prob(x[:4])  # images must match the batch

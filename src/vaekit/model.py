@@ -55,12 +55,10 @@ class VAE(nn.Module):
         return diagonal_gaussian(mean, logvar.clamp(-30.0, 20.0))
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z) for latents z (..., D); leading sample dims are folded into the batch."""
-        lead = z.shape[:-1]
+        """p(x|z) for latents z (..., D), with batch shape z.shape[:-1]: for z of shape (K, B, D)
+        its `log_prob(x)` of images x (B, C, H, W) broadcasts to (K, B) without K copies of x."""
         params = self.decoder(z.reshape(-1, z.shape[-1]))
-        if len(lead) != 1:
-            params = params.view(-1, *params.shape[1:])
-        return self.likelihood.distribution(params)
+        return self.likelihood.distribution(params.view(*z.shape[:-1], *params.shape[1:]))
 
     @torch.no_grad()
     def init_output_bias(self, mean: torch.Tensor, std: torch.Tensor) -> bool:

@@ -60,8 +60,7 @@ def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0)
 def _weight_terms(model: VAE, x: torch.Tensor, q, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(log w, log p(x|z)) for k reparameterised samples z ~ q: each of shape (k, B)."""
     z = q.rsample((k,))  # (k, B, D)
-    b = x.shape[0]
-    log_px_z = model.decode(z).log_prob(x.repeat(k, *([1] * (x.dim() - 1)))).view(k, b)
+    log_px_z = model.decode(z).log_prob(x)  # x broadcasts over the k samples
     return log_px_z + model.prior_distribution().log_prob(z) - q.log_prob(z), log_px_z
 
 
