@@ -163,3 +163,13 @@ def test_compress_decompress_cli(mnist_run, tmp_path):
     vkz.write_bytes(vkz.read_bytes()[:-3])
     res = CliRunner().invoke(main, ["decompress", str(mnist_run), str(vkz), "-o", str(back)])
     assert res.exit_code == 1 and "corrupt" in res.output
+
+
+def test_unknown_activation_is_a_clean_error(tmp_path, npy_data):
+    out = tmp_path / "r"
+    res = CliRunner().invoke(
+        main,
+        ["train", "--data", str(npy_data), "--out", str(out), "--set", "model.activation=swish"],
+    )
+    assert res.exit_code == 1 and "error: model config: unknown activation 'swish'" in res.output
+    assert not out.exists()  # nothing written for a run that never started

@@ -98,7 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3},
     },
     # The reference MLP for dynamically binarized MNIST (benchmarks/mnist_nll.py). Batches of
-    # 512 keep the CPU's matmul units busy (18% more images/s than 256 on 2 cores).
+    # 512 keep the CPU's matmul units busy (~20% more images/s than 256 on 2 cores).
     "mlp": {
         "model": {"hidden": [512, 512], "latent_dim": 32},
         "train": {

@@ -322,7 +322,10 @@ def train(
     config.model.image_shape = splits.image_shape
     config.model.likelihood = LIKELIHOOD_FOR[config.train.pixels]
     if not resume:
-        model = VAE(config.model).to(device)
+        try:
+            model = VAE(config.model).to(device)
+        except ValueError as e:  # an unknown architecture, activation or likelihood
+            raise VaekitError(f"model config: {e}") from e
         if config.train.init_output_bias:
             model.init_output_bias(
                 *data_statistics(splits.train, config.train.pixels, config.train.seed)
