@@ -133,3 +133,28 @@ def test_importing_vaekit_flushes_denormals_on_every_worker_thread():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout.strip()) == 0.0  # every thread treated the denormals as zero
+
+
+def test_compiled_step_is_one_graph_through_a_kl_warmup(tmp_path, npy_data, monkeypatch):
+    """torch.compile traces the whole step once: no graph break at the KL, and no retrace
+    when the KL weight changes at every warm-up step (it enters the step as a tensor)."""
+    import torch._dynamo
+
+    graphs: list[int] = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(1)
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(
+        torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend)
+    )
+    torch._dynamo.reset()
+    cfg = tiny_config(npy_data, epochs=2)
+    cfg.train.compile, cfg.train.kl_warmup_epochs = True, 2.0
+    run = training.train(cfg, tmp_path / "compiled", progress=False)
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 0 < rows[0]["beta"] < rows[1]["beta"] < 1  # the weight changed between steps
+    assert len(graphs) == 1
+    torch._dynamo.reset()

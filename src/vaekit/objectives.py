@@ -42,7 +42,9 @@ def kl_terms(model: VAE, q, z: torch.Tensor | None = None):
         return q.log_prob(z) - p.log_prob(z), None
 
 
-def elbo(model: VAE, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0) -> ElboTerms:
+def elbo(
+    model: VAE, x: torch.Tensor, beta: float | torch.Tensor = 1.0, free_bits: float = 0.0
+) -> ElboTerms:
     """One-sample reparameterised ELBO with analytic KL; the loss applies beta and free bits."""
     q = model.encode(x)
     z = q.rsample()

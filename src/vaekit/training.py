@@ -276,7 +276,7 @@ class Objective(nn.Module):
             raise VaekitError(f"unknown objective {objective!r}; use elbo or iwae")
         self.model, self.objective, self.iw_k = model, objective, iw_k
 
-    def forward(self, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0):
+    def forward(self, x: torch.Tensor, beta: float | torch.Tensor = 1.0, free_bits: float = 0.0):
         if self.objective == "iwae":
             bound = iwae_bound(self.model, x, self.iw_k)
             return -bound.mean(), bound, None, None
@@ -355,6 +355,9 @@ def train(
         step_fn = DistributedDataParallel(step_fn)
     if t.compile:
         step_fn = torch.compile(step_fn)
+    # beta enters the step as a device tensor: a Python float that changes at every step of
+    # a KL warm-up would make torch.compile trace the step again.
+    beta_t = torch.zeros((), device=device)
     bf16 = use_bf16(config, device)
     autocast = torch.autocast(device.type if bf16 else "cpu", torch.bfloat16, enabled=bf16)
 
@@ -386,8 +389,9 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = lr
             beta = kl_weight(config, step, steps_per_epoch)
+            beta_t.fill_(beta)
             with autocast:
-                loss, bound, rec, kl = step_fn(x, beta, t.free_bits)
+                loss, bound, rec, kl = step_fn(x, beta_t, t.free_bits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             # DDP has all-reduced the gradients, so every rank sees the same norm: a NaN on
