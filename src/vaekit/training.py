@@ -305,8 +305,6 @@ def train(
         torch.set_num_threads(config.train.threads)
     world, device = distributed.init(resolve_device(config.train.device))
     progress = progress and world.is_main
-    # Tiny Adam moments and activations become denormal floats, which are ~100x slower on CPUs.
-    torch.set_flush_denormal(True)
     state = TrainingState()
     if resume:
         model, config, state = load_checkpoint(run_dir, map_location=str(device), with_state=True)
