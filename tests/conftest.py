@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from vaekit.config import Config, ModelConfig, TrainConfig
-from vaekit.model import VAE
+from vaekit.models import VAE
 
 torch.set_num_threads(2)
 
 
 def tiny_model(
-    likelihood: str = "bernoulli",
+    pixels: str = "static-binary",
     latent_dim: int = 4,
     shape=(1, 6, 6),
     hidden=(32,),
@@ -26,7 +26,7 @@ def tiny_model(
         latent_dim=latent_dim,
         hidden=list(hidden),
         channels=8,
-        likelihood=likelihood,
+        pixels=pixels,
         image_shape=list(shape),
         n_mix=3,
     )
@@ -55,10 +55,9 @@ def npy_data(tmp_path):
 
 def tiny_config(data: str, pixels: str = "dynamic-binary", epochs: int = 2) -> Config:
     return Config(
-        ModelConfig(hidden=[64], latent_dim=4),
+        ModelConfig(hidden=[64], latent_dim=4, pixels=pixels),
         TrainConfig(
             data=str(data),
-            pixels=pixels,
             epochs=epochs,
             batch_size=32,
             lr=3e-3,

@@ -13,7 +13,8 @@ from vaekit.checkpoint import weights_fingerprint
 from vaekit.cli import main
 from vaekit.data import prepare_split
 from vaekit.errors import DataError, VaekitError
-from vaekit.uses.anomaly import AnomalyDetector, png_bits
+from vaekit.uses.anomaly import AnomalyDetector
+from vaekit.uses.anomaly_scores import png_bits
 from vaekit.uses.background import local_log_prob
 
 TINY = ("model.hidden=[32]", "model.latent_dim=2", "train.epochs=3", "train.lr=3e-3")
@@ -108,25 +109,8 @@ def test_bad_input_gives_clear_errors(tabular_detector):
         AnomalyDetector(overrides=TINY).fit(np.full((5, 4, 4), 3.0))
 
 
-# Monte-Carlo scores draw their noise from one seeded stream per call, so reordering X or
-# scoring a subset redraws each example's noise: results agree to the estimator's error,
-# not bit for bit, which these two checks demand.
-_SKIPPED = {
-    # The API names a constructor parameter `score`; scikit-learn takes an attribute of
-    # that name for an optional score(X, y) method, which an outlier detector does not have.
-    "check_fit_score_takes_y": "`score` is the score-kind parameter, not a method",
-    "check_n_features_in_after_fitting": "calls estimator.score: see check_fit_score_takes_y",
-    "check_pipeline_consistency": "calls estimator.score: see check_fit_score_takes_y",
-    "check_methods_sample_order_invariance": "MC noise is drawn per call, not per example",
-    "check_methods_subset_invariance": "MC noise is drawn per call, not per example",
-}
-
-
 @parametrize_with_checks([AnomalyDetector(k=4, overrides=TINY)])
 def test_sklearn_estimator_checks(estimator, check):
-    name = getattr(check, "func", check).__name__
-    if name in _SKIPPED:
-        pytest.skip(_SKIPPED[name])
     check(estimator)
 
 
@@ -208,4 +192,6 @@ def test_ratio_needs_binary_single_channel_images(tabular_detector):
     with pytest.raises(VaekitError, match="background model"):
         tabular_detector.anomaly_score(np.zeros((3, 6)), "ratio")
     with pytest.raises(VaekitError, match="single-channel images with binary pixels"):
-        AnomalyDetector(score="ratio", overrides=TINY).fit(np.random.default_rng(0).random((20, 6)))
+        AnomalyDetector(score_kind="ratio", overrides=TINY).fit(
+            np.random.default_rng(0).random((20, 6))
+        )

@@ -1,7 +1,6 @@
 """Bits-back compression: exact round trips, a pinned format, clean errors on bad files."""
 
 import gzip
-import hashlib
 import struct
 import zlib
 
@@ -19,7 +18,13 @@ from vaekit.data.pixels import binarize_fixed
 from vaekit.evaluation import evaluate
 from vaekit.training import train
 from vaekit.uses.bitsback import CodingError
-from vaekit.uses.compression import compress, compress_file, decompress, decompress_file
+from vaekit.uses.compression import (
+    compress,
+    compress_file,
+    decompress,
+    decompress_file,
+    read_header,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +61,15 @@ def test_round_trip_exact_on_mnist(models, mnist_test, pixels):
 
 @pytest.mark.parametrize("pixels", ["static-binary", "8bit"])
 def test_rate_is_close_to_negative_elbo(models, mnist_test, pixels):
-    """Stated margin: within 0.03 bits/dim of the model's -ELBO on 300 test images (the
-    coder's discretisation, quantised probabilities and initial words all count)."""
+    """Stated margin: within 0.005 bits/dim of the model's -ELBO on 300 test images (the
+    coder's discretisation, quantised probabilities, initial words and the single-sample
+    noise of the coded rate all count; the tail-mass leak once cost 0.018)."""
     model = models[pixels]
     images = _binary(mnist_test) if pixels == "static-binary" else mnist_test
-    rate = 8 * len(compress(model, images)) / images.size
-    ideal = evaluate(model, torch.from_numpy(images), pixels, k=0, batch_size=100)
-    assert abs(rate - ideal["elbo_bits_per_dim"]) < 0.03, (rate, ideal["elbo_bits_per_dim"])
+    header, words = read_header(compress(model, images))
+    rate = 32 * len(words) / images.size  # the coder's bits; the JSON header is metadata
+    ideal = evaluate(model, torch.from_numpy(images), k=0, batch_size=100, coded=True)
+    assert abs(rate - ideal["elbo_bits_per_dim"]) < 0.005, (rate, ideal["elbo_bits_per_dim"])
 
 
 def test_idx_raw_and_gzip_come_back_byte_for_byte(models, mnist_test, tmp_path):
@@ -110,22 +117,32 @@ def test_npy_and_png_folder_round_trip(models, mnist_test, tmp_path):
         assert np.array_equal(a, b)
 
 
-def test_golden_bitstream():
-    """Pins the format and the coder: a fixed tiny model and fixed images give these bytes."""
-    model = tiny_model("bernoulli", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=123)
-    images = (synthetic_digits(40, 8)[:, None] > 100).astype(np.uint8)
-    data = compress(model, images)
-    assert np.array_equal(decompress(model, data), images)
-    assert hashlib.md5(data).hexdigest() == GOLDEN_MD5, hashlib.md5(data).hexdigest()
+@pytest.mark.parametrize("pixels", ["static-binary", "8bit"])
+def test_pixel_bits_equal_the_likelihoods_probability(pixels):
+    """For every codable likelihood: pushing images under p(x|z) costs -log2 p(x|z) bits, the
+    probability `log_prob` gives with the same quantized parameters, within 0.001 bits/dim."""
+    import constriction
 
-
-# Changing this value means the file format or the coder changed: bump FORMAT_VERSION.
-GOLDEN_MD5 = "ba3981c155e2a3ad17aee735a99caaed"
+    model = tiny_model(pixels, latent_dim=4, shape=(1, 12, 12), hidden=(32,), seed=1)
+    imgs = synthetic_digits(50, 12)[:, None]
+    x = imgs if pixels == "8bit" else (imgs > 100).astype(np.uint8)
+    z = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        dist = model.likelihood.coding_distribution(model.decode_params(z))
+    log2_p = dist.log_prob(torch.from_numpy(x).double()).sum().item() / np.log(2)
+    # Start from a full stack of random words, so that what the push adds is what it spends.
+    start = np.random.default_rng(0).integers(1, 2**32, 64, dtype=np.uint64).astype(np.uint32)
+    coder = constriction.stream.stack.AnsCoder(start)
+    before = coder.num_valid_bits()
+    model.likelihood.push(coder, x, dist)
+    spent = coder.num_valid_bits() - before
+    assert abs(spent + log2_p) / x.size < 0.001, (spent, -log2_p)
+    assert np.array_equal(model.likelihood.pop(coder, dist), x.astype(np.int32))
 
 
 def test_wrong_model_refused(models, mnist_test):
     data = compress(models["8bit"], mnist_test[:10])
-    other = tiny_model("logistic-mixture", latent_dim=8, shape=(1, 28, 28), hidden=(128,))
+    other = tiny_model("8bit", latent_dim=8, shape=(1, 28, 28), hidden=(128,))
     with pytest.raises(CodingError, match="another model"):
         decompress(other, data)
 
@@ -137,7 +154,7 @@ def test_inputs_the_model_cannot_code(models, mnist_test):
         compress(models["8bit"], np.zeros((3, 1, 27, 28), np.uint8))
     with pytest.raises(CodingError, match="no images"):
         compress(models["8bit"], np.zeros((0, 1, 28, 28), np.uint8))
-    gaussian = tiny_model("gaussian", shape=(1, 28, 28))
+    gaussian = tiny_model("continuous", shape=(1, 28, 28))
     with pytest.raises(CodingError, match="no discrete"):
         compress(gaussian, mnist_test[:2])
 
@@ -173,7 +190,7 @@ def test_payload_damage_with_valid_crc_never_returns_wrong_data(models, mnist_te
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_decompress_only_raises_clean_errors(data):
-    model = tiny_model("bernoulli", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=123)
+    model = tiny_model("static-binary", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=123)
     good = compress(model, (synthetic_digits(12, 8)[:, None] > 100).astype(np.uint8))
     kind = data.draw(st.sampled_from(["random", "flip", "flip+crc", "truncate", "splice"]))
     if kind == "random":

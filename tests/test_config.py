@@ -24,7 +24,7 @@ def test_toml_file(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('[model]\nlatent_dim = 8\n[train]\nepochs = 2\npixels = "8bit"\n')
     cfg = load_config_file(p)
-    assert cfg.model.latent_dim == 8 and cfg.train.pixels == "8bit"
+    assert cfg.model.latent_dim == 8 and cfg.model.pixels == "8bit"
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vaekit.checkpoint import load_checkpoint
+from vaekit.data.splits import load_splits
 from vaekit.evaluation import evaluate
-from vaekit.training import load_splits
 
 
 def _run(args, tmp_path):
@@ -69,6 +69,6 @@ def test_two_ranks_follow_one_rank_with_double_batch(tmp_path, npy_data):
     assert two[-1]["train_loss"] < two[0]["train_loss"] - 1
     model, cfg, state = load_checkpoint(tmp_path / "two")
     assert state.epoch == 8
-    res = evaluate(model, load_splits(cfg, torch.device("cpu")).test, cfg.train.pixels, k=20)
+    res = evaluate(model, load_splits(cfg, torch.device("cpu")).test, k=20)
     assert res["log_px"] >= res["elbo"] - 0.5
     assert res["elbo"] == pytest.approx(two[-1]["test_elbo"], abs=3.0)

@@ -52,12 +52,19 @@ def test_logistic_mixture_normalised_and_consistent():
 
 
 def test_logistic_mixture_stable_for_sharp_components():
-    # Tiny scales put almost all mass in one bin: the log-prob must stay finite and near 0.
-    d = DiscretizedLogisticMixture(torch.zeros(1, 1), torch.zeros(1, 1), torch.full((1, 1), -7.0))
-    centre = torch.tensor([127.5 * 1.0])  # x/127.5 - 1 = 0 lies between bins 127 and 128
-    assert torch.isfinite(d.log_prob(torch.floor(centre))).all()
-    lp = d.log_prob(torch.tensor([0.0, 255.0, 128.0]).view(3, 1))
+    # A tiny scale centred on level 128 puts almost all mass in that bin: its log-prob is ~0,
+    # and the far bins are very unlikely yet finite (no log(0) from a CDF difference).
+    mean = torch.full((1, 1), 128 / 127.5 - 1)
+    d = DiscretizedLogisticMixture(torch.zeros(1, 1), mean, torch.full((1, 1), -7.0))
+    lp = d.log_prob(torch.tensor([128.0, 127.0, 0.0, 255.0]).view(4, 1)).view(-1)
     assert torch.isfinite(lp).all()
+    h = (1 / 255) / math.exp(-7.0)  # half a bin in units of the logistic's scale
+    sig = torch.sigmoid
+    centre = torch.log(1 - 2 * sig(torch.tensor(-h, dtype=torch.float64)))
+    nxt = torch.log(sig(torch.tensor(-h, dtype=torch.float64)) - sig(torch.tensor(-3 * h)))
+    assert lp[0].item() == pytest.approx(centre.item(), abs=1e-5)  # -0.027: nearly all mass
+    assert lp[1].item() == pytest.approx(nxt.item(), abs=1e-4)  # the next bin: -4.3
+    assert (lp[2:] < -200).all()
 
 
 def test_bernoulli_likelihood_matches_formula():
@@ -102,9 +109,16 @@ def test_gaussian_likelihood_matches_normal():
     assert torch.allclose(lik.distribution(params).log_prob(x), manual, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["bernoulli", "logistic-mixture", "gaussian"])
-def test_likelihood_display_in_unit_range(name):
-    lik = make_likelihood(name, n_mix=2)
-    params = torch.randn(3, lik.params_per_channel, 4, 4)
-    shown = lik.display(lik.distribution(params))
-    assert shown.shape == (3, 1, 4, 4) and shown.min() >= 0 and shown.max() <= 1
+def test_likelihood_display_is_the_mean_image():
+    """What sample/reconstruct show: the likelihood's mean on the [0, 1] scale of the data."""
+    params = torch.randn(3, 1, 4, 4)
+    bern = make_likelihood("bernoulli")
+    torch.testing.assert_close(bern.display(bern.distribution(params)), torch.sigmoid(params))
+    gauss = make_likelihood("gaussian")
+    mean = torch.rand(3, 1, 4, 4)
+    shown = gauss.display(gauss.distribution(torch.cat([mean, torch.zeros_like(mean)], 1)))
+    torch.testing.assert_close(shown, mean)
+    mix = make_likelihood("logistic-mixture", n_mix=1)  # one component: mean = tanh(m)
+    m = torch.randn(3, 1, 4, 4)
+    p = torch.cat([torch.zeros_like(m), m, torch.full_like(m, -3.0)], 1)
+    torch.testing.assert_close(mix.display(mix.distribution(p)), (torch.tanh(m) + 1) * 127.5 / 255)

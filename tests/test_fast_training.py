@@ -7,10 +7,12 @@ import warnings
 import pytest
 import torch
 
+import vaekit.device as device
 import vaekit.training as training
 from tests.conftest import tiny_config, tiny_model
 from vaekit.checkpoint import load_checkpoint
 from vaekit.config import ModelConfig, preset
+from vaekit.data.splits import data_statistics
 from vaekit.model import VAE
 from vaekit.objectives import elbo
 
@@ -25,7 +27,7 @@ def test_activation_is_configurable_and_checked():
 
 
 def test_output_bias_starts_at_the_bernoulli_mean():
-    model = tiny_model("bernoulli", shape=(1, 3, 3), hidden=(8,))
+    model = tiny_model("static-binary", shape=(1, 3, 3), hidden=(8,))
     mean = torch.linspace(0.0, 1.0, 9).view(1, 3, 3)
     assert model.init_output_bias(mean, torch.ones(1, 3, 3))
     p = torch.sigmoid(model.decoder.head.bias).view(1, 3, 3)
@@ -34,7 +36,7 @@ def test_output_bias_starts_at_the_bernoulli_mean():
 
 
 def test_output_bias_starts_at_the_gaussian_mean_and_scale():
-    model = tiny_model("gaussian", shape=(1, 2, 2), hidden=(8,))
+    model = tiny_model("continuous", shape=(1, 2, 2), hidden=(8,))
     mean, std = torch.tensor([0.1, 0.2, 0.3, 0.4]).view(1, 2, 2), torch.full((1, 2, 2), 0.25)
     assert model.init_output_bias(mean, std)
     m, log_s = model.decoder.head.bias.view(2, 2, 2)
@@ -43,14 +45,14 @@ def test_output_bias_starts_at_the_gaussian_mean_and_scale():
 
 
 def test_output_bias_of_a_conv_decoder_is_the_spatial_mean():
-    model = tiny_model("bernoulli", shape=(1, 8, 8), arch="conv")
+    model = tiny_model("static-binary", shape=(1, 8, 8), arch="conv")
     mean = torch.full((1, 8, 8), 0.25)
     model.init_output_bias(mean, mean)
     torch.testing.assert_close(model.decoder.net[-1].bias, torch.logit(torch.tensor([0.25])))
 
 
 def test_logistic_mixture_keeps_its_bias():
-    model = tiny_model("logistic-mixture", shape=(1, 2, 2), hidden=(8,))
+    model = tiny_model("8bit", shape=(1, 2, 2), hidden=(8,))
     before = model.decoder.head.bias.clone()
     assert not model.init_output_bias(torch.zeros(1, 2, 2), torch.ones(1, 2, 2))
     torch.testing.assert_close(model.decoder.head.bias, before)
@@ -60,7 +62,7 @@ def test_data_statistics_are_the_pixel_means(npy_data):
     import numpy as np
 
     raw = torch.from_numpy(np.load(npy_data))[:, None]
-    mean, std = training.data_statistics(raw, "expected-binary", seed=0, n=len(raw))
+    mean, std = data_statistics(raw, "expected-binary", seed=0, n=len(raw))
     torch.testing.assert_close(mean, raw.float().mean(0) / 255)
     torch.testing.assert_close(std, (raw.float() / 255).std(0, correction=0))
 
@@ -77,7 +79,7 @@ def test_training_with_a_data_started_bias_begins_lower(tmp_path, npy_data):
 
 
 def test_elbo_terms_stay_float32_under_bf16_autocast():
-    model = tiny_model("bernoulli", shape=(1, 6, 6), hidden=(32,))
+    model = tiny_model("static-binary", shape=(1, 6, 6), hidden=(32,))
     x = (torch.rand(16, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     torch.manual_seed(1)
     exact = elbo(model, x)
@@ -93,21 +95,21 @@ def test_elbo_terms_stay_float32_under_bf16_autocast():
 def test_cpu_bf16_is_used_only_where_the_cpu_has_it(monkeypatch):
     cfg = preset("fast")
     cpu = torch.device("cpu")
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
-    assert training.use_bf16(cfg, cpu)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.use_bf16(cfg, cpu)
     cfg.train.cpu_bf16 = False
-    assert not training.use_bf16(cfg, cpu)
+    assert not device.use_bf16(cfg, cpu)
     cfg.train.cpu_bf16 = True
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16 matmul"):
-        assert not training.use_bf16(cfg, cpu)
+        assert not device.use_bf16(cfg, cpu)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not training.use_bf16(preset("mlp"), cpu)  # float32 by default, silently
+        assert not device.use_bf16(preset("mlp"), cpu)  # float32 by default, silently
 
 
 def test_bf16_training_run_records_it_and_evaluates(tmp_path, npy_data, monkeypatch):
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     cfg = tiny_config(npy_data, pixels="expected-binary", epochs=2)
     cfg.train.cpu_bf16 = True
     run = training.train(cfg, tmp_path / "bf16", progress=False)

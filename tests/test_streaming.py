@@ -58,7 +58,7 @@ def test_data_statistics_read_streamed_shards(shard_folder):
     """The output-bias start reads its image sample through the shards when streaming."""
     import torch
 
-    from vaekit.training import data_statistics
+    from vaekit.data.splits import data_statistics
 
     shards, _ = open_shards(shard_folder)
     mean, std = data_statistics(shards, "expected-binary", seed=0, n=len(shards))

@@ -6,7 +6,7 @@ from vaekit.config import Config, ModelConfig, TrainConfig, preset
 from vaekit.data import load_dataset
 from vaekit.errors import CheckpointError, DataError, TrainingDiverged, VaekitError
 from vaekit.evaluation import evaluate
-from vaekit.model import VAE
+from vaekit.models import VAE, LatentVariableModel, build_model
 from vaekit.objectives import elbo, importance_sampled_log_px, iwae_bound
 from vaekit.training import train
 from vaekit.uses.anomaly import AnomalyDetector
@@ -15,7 +15,7 @@ from vaekit.uses.compression import compress, decompress
 __version__ = "0.1.0"
 
 
-def load(run: str) -> VAE:
+def load(run: str) -> LatentVariableModel:
     """Load a trained model from a run folder or checkpoint file."""
     return load_checkpoint(run)[0]
 
@@ -25,6 +25,8 @@ __all__ = [
     "compress",
     "decompress",
     "VAE",
+    "LatentVariableModel",
+    "build_model",
     "CheckpointError",
     "Config",
     "DataError",

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from vaekit.config import Config
 from vaekit.errors import CheckpointError, VaekitError
 from vaekit.fileio import atomic_save
-from vaekit.model import VAE
+from vaekit.models import LatentVariableModel, build_model
 
 FORMAT = "vaekit-checkpoint"
 FORMAT_VERSION = "1"
@@ -42,7 +42,7 @@ def checkpoint_path(run: str | Path) -> Path:
     return run / CHECKPOINT_NAME if run.is_dir() else run
 
 
-def weights_fingerprint(model: VAE) -> str:
+def weights_fingerprint(model: LatentVariableModel) -> str:
     """SHA-256 over the weights' names, shapes and bytes: identifies a trained model."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -53,7 +53,9 @@ def weights_fingerprint(model: VAE) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | Path, model: VAE, config: Config, state: TrainingState) -> None:
+def save_checkpoint(
+    path: str | Path, model: LatentVariableModel, config: Config, state: TrainingState
+) -> None:
     """Write weights + optimizer + RNG state atomically to `path`."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_meta: dict[str, Any] = {}
@@ -106,13 +108,13 @@ def _open(path: Path):
 
 def load_checkpoint(
     run: str | Path, map_location: str = "cpu", with_state: bool = False
-) -> tuple[VAE, Config, TrainingState]:
+) -> tuple[LatentVariableModel, Config, TrainingState]:
     """Rebuild the model from a checkpoint (and, if asked, the optimizer/RNG state)."""
     path = checkpoint_path(run)
     f, meta = _open(path)
     try:
         config = Config.from_dict(json.loads(meta["config"]))
-        model = VAE(config.model)
+        model = build_model(config.model)
     except (KeyError, ValueError, TypeError, VaekitError) as e:
         raise CheckpointError(f"{path}: its config cannot build a model ({e})") from e
     try:

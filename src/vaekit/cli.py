@@ -14,9 +14,10 @@ from vaekit import distributed
 from vaekit.checkpoint import load_checkpoint
 from vaekit.config import PRESETS, Config, apply_overrides, load_config_file, preset, replace
 from vaekit.data.pixels import PIXEL_MODES
+from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
 from vaekit.evaluation import evaluate
-from vaekit.training import load_splits, train
+from vaekit.training import train
 from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
 
 
@@ -50,7 +51,7 @@ def main() -> None:
 @click.option("--preset", "preset_name", help=f"Named preset ({', '.join(PRESETS)}); default mlp.")
 @click.option("--data", help="mnist, fashion-mnist, or a PATH (IDX, .npy, image folder).")
 @click.option("--data-dir", help="Folder that holds named datasets (also: $VAEKIT_DATA).")
-@click.option("--pixels", type=click.Choice(PIXEL_MODES), help="How pixels are modelled.")
+@click.option("--pixels", type=click.Choice(PIXEL_MODES.names()), help="How pixels are modelled.")
 @click.option("--epochs", type=int, help="Total epochs (with --resume: extend the run to this).")
 @click.option("--out", "out", default="runs/latest", show_default=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -125,11 +126,12 @@ def train_cmd(
         raise VaekitError("give --config or --preset, not both")
     else:
         cfg = load_config_file(config_file) if config_file else preset(preset_name or "mlp")
+        if pixels:
+            cfg.model.pixels = pixels
         cfg = replace(
             cfg,
             data=data,
             data_dir=data_dir,
-            pixels=pixels,
             epochs=epochs,
             limit=limit,
             seed=seed,
@@ -173,7 +175,6 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
     res = evaluate(
         model,
         splits.test,
-        cfg.train.pixels,
         k=k,
         batch_size=batch_size,
         seed=seed,
@@ -207,9 +208,16 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
     click.echo(
         f"  active units (Cov > 0.01)       {res['active_units']:10d} of {res['latent_dim']}"
     )
-    per_dim = " ".join(f"{v:.2f}" for v in sorted(res["kl_per_dim"], reverse=True))
-    click.echo(f"  KL per dimension (sorted)       {per_dim}")
-    for key in ("bits_per_dim_note", "note"):
+    if len(res["groups"]) > 1:
+        for i, g in enumerate(res["groups"]):
+            click.echo(
+                f"  group {i + 1}: {g['dims']} dims, KL {g['kl']:8.3f} nats "
+                f"({g['kl_estimator']}), {g['active_units']} active"
+            )
+    if res["kl_per_dim"] is not None:
+        per_dim = " ".join(f"{v:.2f}" for v in sorted(res["kl_per_dim"], reverse=True))
+        click.echo(f"  KL per dimension (sorted)       {per_dim}")
+    for key in ("kl_per_dim_note", "bits_per_dim_note", "note"):
         if key in res:
             click.echo(f"  note: {res[key]}")
 
@@ -219,11 +227,22 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
 @click.option("--n", default=64, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="PNG file [RUN_DIR/samples.png].")
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--temperature",
+    default="1",
+    show_default=True,
+    help="Scale of the prior's noise: one number, or one per latent group (comma-separated).",
+)
 @_friendly_errors
-def sample_cmd(run_dir, n, out, seed) -> None:
+def sample_cmd(run_dir, n, out, seed, temperature) -> None:
     """Images decoded from z ~ p(z)."""
     model, _, _ = load_checkpoint(run_dir)
-    path = save_grid(sample_images(model, n, seed), out or Path(run_dir) / "samples.png")
+    try:
+        temps = [float(t) for t in temperature.split(",")]
+        images = sample_images(model, n, seed, temps[0] if len(temps) == 1 else temps)
+    except ValueError as e:
+        raise VaekitError(f"--temperature {temperature}: {e}") from e
+    path = save_grid(images, out or Path(run_dir) / "samples.png")
     click.echo(f"wrote {n} samples to {path}")
 
 
@@ -235,8 +254,8 @@ def sample_cmd(run_dir, n, out, seed) -> None:
 @_friendly_errors
 def reconstruct_cmd(run_dir, n, out, data_dir) -> None:
     """Test images beside their reconstructions (pairs: input, reconstruction)."""
-    model, cfg, splits = _load_run(run_dir, data_dir, None)
-    imgs = reconstruct_images(model, splits.test[:n], cfg.train.pixels)
+    model, _, splits = _load_run(run_dir, data_dir, None)
+    imgs = reconstruct_images(model, splits.test[:n])
     path = save_grid(imgs, out or Path(run_dir) / "reconstructions.png", nrow=16)
     click.echo(f"wrote {min(n, len(splits.test))} input/reconstruction pairs to {path}")
 
@@ -250,20 +269,14 @@ def reconstruct_cmd(run_dir, n, out, data_dir) -> None:
 @_friendly_errors
 def interpolate_cmd(run_dir, steps, pairs, out, data_dir) -> None:
     """Decoded straight lines between the latent means of pairs of test images."""
-    model, cfg, splits = _load_run(run_dir, data_dir, None)
+    model, _, splits = _load_run(run_dir, data_dir, None)
     test = splits.test
     pairs = min(pairs, len(test) // 2)
     if pairs < 1:
         raise VaekitError("need at least 2 test images to interpolate")
-    imgs = interpolate_images(model, test[:pairs], test[pairs : 2 * pairs], cfg.train.pixels, steps)
+    imgs = interpolate_images(model, test[:pairs], test[pairs : 2 * pairs], steps)
     path = save_grid(imgs, out or Path(run_dir) / "interpolations.png", nrow=steps + 2)
     click.echo(f"wrote {pairs} interpolations of {steps} steps to {path}")
-
-
-def _ideal_rates(model, images, k: int) -> dict:
-    """The model's own -ELBO and -log p(x) on these images, in bits/dim (the coder's target)."""
-    pixels = "static-binary" if model.likelihood.name == "bernoulli" else "8bit"
-    return evaluate(model, torch.from_numpy(images), pixels, k=k, batch_size=100)
 
 
 @main.command("compress")
@@ -272,28 +285,22 @@ def _ideal_rates(model, images, k: int) -> dict:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.vkz")
 @click.option(
     "--ideal-k",
-    default=100,
+    default=0,
     show_default=True,
-    help="Importance samples for the -log p(x) shown beside the size (0: skip).",
+    help="Also estimate -log p(x) by importance sampling with K samples (slow; 0: -ELBO only).",
 )
 @_friendly_errors
 def compress_cmd(run_dir, input_path, output, ideal_k) -> None:
     """Losslessly compress an image set (IDX, .npy, image folder) by bits-back coding."""
-    from vaekit.uses.compression import compress, read_container, to_model_values
+    from vaekit.uses.compression import compress_file
 
     model, _, _ = load_checkpoint(run_dir)
-    images, container = read_container(input_path)
-    data = compress(model, images, container, progress=True)
-    from vaekit.fileio import atomic_write_bytes
-
-    atomic_write_bytes(output, data)
-    bpd = 8 * len(data) / images.size
+    res = compress_file(model, input_path, output, progress=True, ideal_k=ideal_k)
+    bpd, ideal = res["bits_per_dim"], res["ideal"]
     click.echo(
-        f"wrote {output}: {len(images)} images, {len(data):,} bytes, {bpd:.4f} bits/dim "
-        f"(raw 8-bit: {images.size:,} bytes)"
+        f"wrote {output}: {res['images']} images, {res['bytes']:,} bytes, {bpd:.4f} bits/dim "
+        f"(raw 8-bit: {res['raw_bytes']:,} bytes)"
     )
-    values, _ = to_model_values(images, model)
-    ideal = _ideal_rates(model, values, ideal_k)
     line = f"model's ideal on this input: -ELBO {ideal['elbo_bits_per_dim']:.4f} bits/dim"
     if ideal_k:
         line += f", -log p(x) {ideal['bits_per_dim']:.4f} bits/dim (IS, K={ideal_k})"
@@ -407,17 +414,17 @@ def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score,
     if k:
         det.k = k
     if score:
-        det.score = score
+        det.score_kind = score
     x, labels = _read_anomaly_input(input_path)
+    if contamination is not None and not 0.0 < contamination < 1.0:
+        raise VaekitError("--contamination must be in (0, 1)")
+    if normal_path is not None:
+        det.calibrate(_read_anomaly_input(normal_path)[0], quantile)
     scores = det.anomaly_score(x)
     if contamination is not None:
-        if not 0.0 < contamination < 1.0:
-            raise VaekitError("--contamination must be in (0, 1)")
-        threshold = float(np.quantile(scores, 1.0 - contamination))
-    else:
-        normal, _ = _read_anomaly_input(normal_path)
-        threshold = float(np.quantile(det.anomaly_score(normal), quantile))
-    flagged = np.flatnonzero(scores > threshold)
+        det.set_threshold_by_contamination(scores, contamination)
+    threshold = det.threshold_bits
+    flagged = np.flatnonzero(det.flag(scores))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_scores(out / "scores.csv", scores, labels)

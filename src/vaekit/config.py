@@ -18,15 +18,17 @@ from vaekit.errors import VaekitError
 class ModelConfig:
     """Everything needed to rebuild a model's architecture (stored in every checkpoint)."""
 
-    arch: str = "mlp"  # mlp | conv
+    family: str = "vae"  # the model registry's name (vaekit.models)
+    pixels: str = "dynamic-binary"  # pixel mode (vaekit.data.pixels); picks the likelihood
+    arch: str = "mlp"  # mlp | conv (vaekit.nets)
     latent_dim: int = 32
     hidden: list[int] = field(default_factory=lambda: [512, 512])  # mlp widths
     activation: str = "relu"  # mlp hidden activation: relu | silu | gelu | elu | tanh
     channels: int = 32  # conv base width
     blocks: int = 1  # conv residual blocks per stage
-    likelihood: str = "bernoulli"  # set from the pixel mode at training time
     n_mix: int = 5  # logistic-mixture components
-    prior: str = "standard-normal"
+    prior: str = "standard-normal"  # standard-normal | vamp (vaekit.priors)
+    prior_components: int = 500  # VampPrior pseudo-inputs
     image_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
 
 
@@ -36,7 +38,6 @@ class TrainConfig:
 
     data: str = "mnist"
     data_dir: str | None = None
-    pixels: str = "dynamic-binary"
     limit: int | None = None  # use only the first N train/test images (quick runs, tests)
     epochs: int = 10
     batch_size: int = 128
@@ -74,13 +75,20 @@ class Config:
         unknown = set(d) - {"model", "train"}
         if unknown:
             raise VaekitError(f"config: unknown section(s) {sorted(unknown)}; use model/train")
-        return cls(
-            _build(ModelConfig, d.get("model", {}), "model"),
-            _build(TrainConfig, d.get("train", {}), "train"),
-        )
+        model, train = _migrate(dict(d.get("model", {})), dict(d.get("train", {})))
+        return cls(_build(ModelConfig, model, "model"), _build(TrainConfig, train, "train"))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def _migrate(model: dict[str, Any], train: dict[str, Any]) -> tuple[dict, dict]:
+    """Configs written before the pixel mode moved into the model (vaekit <= 0.1 run folders)
+    kept it as `train.pixels` and stored the likelihood it implied as `model.likelihood`."""
+    if "pixels" in train:
+        model.setdefault("pixels", train.pop("pixels"))
+    model.pop("likelihood", None)  # implied by the pixel mode
+    return model, train
 
 
 def _build(kind: type, values: dict[str, Any], section: str):
@@ -110,13 +118,34 @@ PRESETS: dict[str, dict[str, Any]] = {
             "init_output_bias": True,
         },
     },
+    # `mlp` under a VampPrior of 500 pseudo-inputs (benchmarks/mnist_nll.py compares the two).
+    "mlp-vamp": {
+        "model": {
+            "hidden": [512, 512],
+            "latent_dim": 32,
+            "prior": "vamp",
+            "prior_components": 500,
+        },
+        "train": {
+            "epochs": 160,
+            "batch_size": 512,
+            "lr": 2e-3,
+            "lr_final": 5e-5,
+            "kl_warmup_epochs": 5,
+            "init_output_bias": True,
+        },
+    },
     # Time to quality (benchmarks/speed.py): the PyTorch example's network size and [0,1]-pixel
     # objective, with SiLU units, the output bias started at the mean image, a high decaying
     # learning rate, and bf16 matmuls on CPUs that have them: three epochs.
     "fast": {
-        "model": {"hidden": [400], "latent_dim": 20, "activation": "silu"},
-        "train": {
+        "model": {
+            "hidden": [400],
+            "latent_dim": 20,
+            "activation": "silu",
             "pixels": "expected-binary",
+        },
+        "train": {
             "epochs": 3,
             "batch_size": 128,
             "lr": 6e-3,
@@ -150,9 +179,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # 8-bit MNIST under a discretized logistic mixture (exact bits/dim; for compression).
     "mlp-8bit": {
-        "model": {"hidden": [512, 512], "latent_dim": 32, "n_mix": 3},
+        "model": {"hidden": [512, 512], "latent_dim": 32, "n_mix": 3, "pixels": "8bit"},
         "train": {
-            "pixels": "8bit",
             "epochs": 40,
             "batch_size": 128,
             "lr": 1e-3,

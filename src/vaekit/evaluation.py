@@ -1,5 +1,9 @@
-"""Evaluation: reconstruction, KL (total and per dimension), ELBO, active units, and the
-importance-sampled log p(x) with its Jensen gap, in nats per example and bits/dim."""
+"""Evaluation: reconstruction, KL (total, per group and per dimension), ELBO, active units,
+and the importance-sampled log p(x) with its Jensen gap, in nats per example and bits/dim.
+
+Every random number an example gets (its importance samples, its dequantization noise) comes
+from a stream seeded by its own bytes, so its numbers do not depend on the batch it sits in.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from vaekit import distributed
-from vaekit.data.pixels import discrete_offset_nats, to_values
-from vaekit.model import VAE
-from vaekit.objectives import importance_sampled_terms, kl_terms
+from vaekit.models.base import ANALYTIC, LatentVariableModel
+from vaekit.objectives import importance_sampled_terms
+from vaekit.randomness import ExampleNoise
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_i]) > 0.01
 
@@ -25,180 +29,191 @@ def batches(n: int, size: int):
 
 
 @torch.no_grad()
-def evaluate(
-    model: VAE,
+def per_example(
+    model: LatentVariableModel,
     images: torch.Tensor,
-    pixels: str,
+    k: int = 100,
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+    coded: bool = False,
+) -> dict[str, Any]:
+    """Per-example log p(x) (IS, K samples), reconstruction, KL (per group) and ELBO, in nats,
+    for a split prepared by the model's pixel mode (`prepare_split`).
+
+    With k > 0 the reconstruction term averages the K importance samples; with k = 0 it is
+    one reparameterised sample and log p(x) is absent. An example's numbers depend on the
+    example and `seed` alone; torch's global RNG is not touched. `coded`: the images are
+    already the likelihood's integer values (what the bits-back coder codes, e.g. 0/1 pixels
+    for a binary model), not a split for the pixel mode to turn into values.
+    """
+    model.eval()
+    param = next(model.parameters())
+    dev, dtype = param.device, param.dtype
+    out: dict[str, list[torch.Tensor]] = {
+        "reconstruction": [],
+        "kl": [],
+        "log_px": [],
+        "posterior_mean": [],
+    }
+    group_kl: list[list[torch.Tensor]] = [[] for _ in model.group_dims]
+    group_kl_dim: list[list[torch.Tensor] | None] = [[] for _ in model.group_dims]
+    estimators: list[str] = [ANALYTIC] * len(model.group_dims)
+    n = images.shape[0]
+    bar = tqdm(total=n, desc=f"evaluate (K={k})", unit="img", disable=not progress, leave=False)
+    for sl in batches(n, batch_size):
+        raw = images[sl]
+        noise = ExampleNoise(raw, seed)
+        if coded:
+            x = raw.to(dev).float()
+        else:
+            x = model.pixels.values(raw.to(dev), train=False, noise=noise)
+        x = x.to(dtype)  # a float64 model scores in float64
+        inf = model.infer(x, noise.normal(1, model.latent_dim, dev)[0])
+        if k > 0:
+            terms = importance_sampled_terms(model, x, k, noise=noise)
+            out["log_px"].append(terms.log_px.double())
+            rec = terms.reconstruction
+        else:
+            rec = inf.decoded.log_prob(x)
+        out["reconstruction"].append(rec.double())
+        out["kl"].append(inf.kl.double())
+        out["posterior_mean"].append(model.posterior_means(x).double())
+        for i, g in enumerate(inf.groups):
+            group_kl[i].append(g.kl.double())
+            estimators[i] = g.kl_estimator
+            if g.kl_per_dim is None or group_kl_dim[i] is None:
+                group_kl_dim[i] = None
+            else:
+                group_kl_dim[i].append(g.kl_per_dim.double())
+        bar.update(raw.shape[0])
+    bar.close()
+    res: dict[str, Any] = {key: torch.cat(v) for key, v in out.items() if v}
+    res["elbo"] = res["reconstruction"] - res["kl"]
+    res["group_kl"] = [torch.cat(v) for v in group_kl]
+    res["group_kl_per_dim"] = [None if v is None else torch.cat(v) for v in group_kl_dim]
+    res["kl_estimators"] = estimators
+    return res
+
+
+@torch.no_grad()
+def evaluate(
+    model: LatentVariableModel,
+    images: torch.Tensor,
     k: int = 5000,
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = False,
     shard: bool = True,
+    coded: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate on prepared uint8 images (see `data.prepare_split`); k=0 skips log p(x).
+    """Evaluate on uint8 images prepared by the model's pixel mode (`prepare_split`); k=0
+    skips log p(x).
 
     Returns per-example means in nats (bits where the key says so). log p(x) is the
     importance-sampled estimate with K samples from q(z|x) (a stochastic lower bound); the
     ELBO is E_q[log p(x|z)], averaged over those same K samples (one sample when k=0), minus
-    the analytic KL. Under torchrun (and `shard`), each rank takes a slice of the images and
-    the sums are all-reduced, so every rank returns the same numbers for the whole set.
+    the KL. Under torchrun (and `shard`), each rank takes a slice of the images and the sums
+    are all-reduced, so every rank returns the same numbers for the whole set. `coded`: see
+    `per_example`.
     """
-    model.eval()
+    t0 = time.perf_counter()
     world = distributed.world_from_env() if shard else distributed.World()
     if world.active:
         per = -(-images.shape[0] // world.size)
         images = images[world.rank * per : (world.rank + 1) * per]
-    # A private RNG stream: evaluation is reproducible and leaves training's noise untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + world.rank)
-        return _evaluate(
-            model,
-            images,
-            pixels,
-            k,
-            batch_size,
-            seed + world.rank,
-            progress and world.is_main,
-            world.active,
-        )
-
-
-def per_example(
-    model: VAE,
-    images: torch.Tensor,
-    pixels: str,
-    k: int = 100,
-    batch_size: int = 500,
-    seed: int = 0,
-    progress: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Per-example log p(x) (IS, K samples), reconstruction, KL and ELBO, in nats.
-
-    With k > 0 the reconstruction term averages the K importance samples; with k = 0 it is
-    one reparameterised sample and log p(x) is absent. Seeded: the same call gives the same
-    numbers, and the global RNG is left as it was.
-    """
-    model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return _per_example(model, images, pixels, k, batch_size, seed, progress)
-
-
-@torch.no_grad()
-def _per_example(model, images, pixels, k, batch_size, seed, progress):
-    dev = next(model.parameters()).device
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    out: dict[str, list[torch.Tensor]] = {
-        "reconstruction": [],
-        "kl": [],
-        "log_px": [],
-        "kl_per_dim": [],
-        "posterior_mean": [],
-    }
-    n = images.shape[0]
-    bar = tqdm(total=n, desc=f"evaluate (K={k})", unit="img", disable=not progress, leave=False)
-    for sl in batches(n, batch_size):
-        x = to_values(images[sl].to(dev), pixels, train=False, generator=gen)
-        q = model.encode(x)
-        kl, per_dim = kl_terms(model, q)
-        if k > 0:
-            terms = importance_sampled_terms(model, x, k, q=q)
-            out["log_px"].append(terms.log_px.double())
-            rec = terms.reconstruction
-        else:
-            rec = model.decode(q.rsample()).log_prob(x)
-        out["reconstruction"].append(rec.double())
-        out["kl"].append(kl.double())
-        if per_dim is not None:
-            out["kl_per_dim"].append(per_dim.double())
-        out["posterior_mean"].append(q.mean.double())
-        bar.update(x.shape[0])
-    bar.close()
-    res = {key: torch.cat(v) for key, v in out.items() if v}
-    res["elbo"] = res["reconstruction"] - res["kl"]
-    return res
-
-
-def _evaluate(
-    model: VAE,
-    images: torch.Tensor,
-    pixels: str,
-    k: int,
-    batch_size: int,
-    seed: int,
-    progress: bool,
-    reduce: bool = False,
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    terms = _per_example(model, images, pixels, k, batch_size, seed, progress)
-    d = model.latent_dim
+    terms = per_example(model, images, k, batch_size, seed, progress and world.is_main, coded)
+    dims = model.group_dims
     mu = terms["posterior_mean"]
-    kl_dim = terms.get("kl_per_dim", torch.zeros(0, d, dtype=torch.float64))
-    # Sums that add up across ranks: n, reconstruction, KL, log p(x), KL per dim, E[mu], E[mu^2].
+    per_dim_known = all(v is not None for v in terms["group_kl_per_dim"])
+    kl_dim = (
+        torch.cat(terms["group_kl_per_dim"], -1).sum(0)
+        if per_dim_known
+        else torch.zeros(sum(dims), dtype=torch.float64)
+    )
+    # Sums that add up across ranks: n, reconstruction, KL, log p(x), KL per group, KL per
+    # dim, E[mu], E[mu^2].
+    head = [
+        float(images.shape[0]),
+        terms["reconstruction"].sum().item(),
+        terms["kl"].sum().item(),
+        terms["log_px"].sum().item() if "log_px" in terms else 0.0,
+    ] + [g.sum().item() for g in terms["group_kl"]]
     sums = torch.cat(
         [
-            torch.tensor(
-                [
-                    float(images.shape[0]),
-                    terms["reconstruction"].sum().item(),
-                    terms["kl"].sum().item(),
-                    terms["log_px"].sum().item() if "log_px" in terms else 0.0,
-                ],
-                dtype=torch.float64,
-            ),
-            kl_dim.sum(0).cpu(),
+            torch.tensor(head, dtype=torch.float64),
+            kl_dim.cpu(),
             mu.sum(0).cpu(),
             (mu**2).sum(0).cpu(),
         ]
     )
-    if reduce:
+    if world.active:
         distributed.all_reduce_(sums)
     n = int(sums[0].item())
     rec, kl, log_px_sum = (sums[1] / n).item(), (sums[2] / n).item(), sums[3].item()
-    kl_dim_mean = sums[4 : 4 + d] / n
-    mu_sum, mu2_sum = sums[4 + d : 4 + 2 * d], sums[4 + 2 * d :]
+    g_kl = (sums[4 : 4 + len(dims)] / n).tolist()
+    d, off = sum(dims), 4 + len(dims)
+    kl_dim_mean = sums[off : off + d] / n
+    mu_sum, mu2_sum = sums[off + d : off + 2 * d], sums[off + 2 * d :]
     activity = (mu2_sum - mu_sum**2 / n) / max(1, n - 1)
-    dims = model.data_dims
-    offset = discrete_offset_nats(pixels, dims)
+    active = activity > ACTIVE_UNIT_THRESHOLD
+    data_dims = model.data_dims
+    offset = model.pixels.offset_nats(data_dims)
 
     def bpd(nats: float) -> float:
-        return -(nats + offset) / (dims * math.log(2.0))
+        return -(nats + offset) / (data_dims * math.log(2.0))
 
+    groups, start = [], 0
+    for i, size in enumerate(dims):
+        sl = slice(start, start + size)
+        groups.append(
+            {
+                "dims": size,
+                "kl": g_kl[i],
+                "kl_per_dim": kl_dim_mean[sl].tolist() if per_dim_known else None,
+                "kl_estimator": terms["kl_estimators"][i],
+                "active_units": int(active[sl].sum().item()),
+            }
+        )
+        start += size
+    mc = any(e != ANALYTIC for e in terms["kl_estimators"])
     out: dict[str, Any] = {
         "n": n,
-        "dims": dims,
-        "pixels": pixels,
+        "dims": data_dims,
+        "pixels": model.pixels.name,
         "reconstruction": rec,
         "kl": kl,
-        "kl_per_dim": kl_dim_mean.tolist() if "kl_per_dim" in terms else None,
+        "kl_per_dim": kl_dim_mean.tolist() if per_dim_known else None,
+        "groups": groups,
         "elbo": rec - kl,
         "elbo_bits_per_dim": bpd(rec - kl),
-        "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum().item()),
-        "latent_dim": model.latent_dim,
+        "active_units": int(active.sum().item()),
+        "latent_dim": d,
         "k": k,
         "seconds": time.perf_counter() - t0,
         "estimators": {
             "reconstruction": f"mean over the K={k} importance samples from q(z|x)"
             if k
             else "1 reparameterised sample per example",
-            "kl": "analytic" if model.prior.analytic_kl else "1-sample Monte Carlo",
+            "kl": "1-sample Monte Carlo (the prior has no closed-form KL)" if mc else "analytic",
             "log_px": f"importance sampling with K={k} samples from q(z|x)" if k else "skipped",
         },
     }
+    if not per_dim_known:
+        out["kl_per_dim_note"] = (
+            "no KL per dimension: the prior does not factorise over dimensions, so the KL is "
+            "one Monte-Carlo estimate per example and group"
+        )
     if k > 0:
         log_px = log_px_sum / n
         out.update(log_px=log_px, jensen_gap=log_px - out["elbo"], bits_per_dim=bpd(log_px))
     else:
         out.update(log_px=None, jensen_gap=None, bits_per_dim=None)
-    if pixels == "expected-binary":
-        out["note"] = (
-            "expected-binary: the ELBO bounds E_b[log p(b)] over binarizations "
-            "b ~ Bernoulli(x/255); log_px is the log-marginal of the cross-entropy objective, "
-            "not a normalized likelihood, and is not comparable with binary log p(x)"
-        )
+    if model.pixels.note:
+        out["note"] = model.pixels.note
     if offset:
         out["bits_per_dim_note"] = (
             "continuous pixels: bits/dim of the 8-bit data from the dequantized density "
-            f"(log P = log p - {dims}*ln 256)"
+            f"(log P = log p - {data_dims}*ln 256)"
         )
     return out

@@ -1,4 +1,6 @@
-"""Objectives: the ELBO (analytic KL, beta, free bits) and the importance-weighted bound.
+"""Objectives: the ELBO (beta, free bits), the importance-weighted bound, importance-sampled
+log p(x), and the training loss as a module. They use only the model interface
+(`vaekit.models.base`), so every model family and prior gets them.
 
 All quantities are in nats per example, summed over data dimensions.
 """
@@ -9,10 +11,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import kl_divergence
+from torch import nn
 
-from vaekit.distributions import kl_per_dim
-from vaekit.model import VAE
+from vaekit.errors import VaekitError
+from vaekit.models.base import LatentGroup, LatentVariableModel
+from vaekit.randomness import BLOCK, ExampleNoise
 
 
 @dataclass
@@ -20,61 +23,51 @@ class ElboTerms:
     """Per-example terms of the ELBO and the scalar training loss."""
 
     reconstruction: torch.Tensor  # (B,) single-sample estimate of E_q[log p(x|z)]
-    kl: torch.Tensor  # (B,) KL(q(z|x) || p(z)), analytic where available
-    kl_per_dim: torch.Tensor | None  # (B, D) when the KL factorises analytically
+    kl: torch.Tensor  # (B,) KL(q(z|x) || p(z)) summed over groups
+    groups: list[LatentGroup]  # per-group KL (analytic per dimension where available)
     loss: torch.Tensor  # scalar to minimise (beta and free bits applied)
 
     @property
     def elbo(self) -> torch.Tensor:
         return self.reconstruction - self.kl
 
+    @property
+    def kl_per_dim(self) -> torch.Tensor | None:
+        """(B, latent_dim) where every group's KL is analytic per dimension, else None."""
+        parts = [g.kl_per_dim for g in self.groups]
+        return None if any(p is None for p in parts) else torch.cat(parts, -1)
 
-def kl_terms(model: VAE, q, z: torch.Tensor | None = None):
-    """KL(q || p): analytic (with a per-dimension split) when the prior allows, else MC."""
-    p = model.prior_distribution()
-    if model.prior.analytic_kl:
-        per_dim = kl_per_dim(q, p)
-        return per_dim.sum(-1), per_dim
-    try:
-        return kl_divergence(q, p), None
-    except NotImplementedError:
-        z = q.rsample() if z is None else z
-        return q.log_prob(z) - p.log_prob(z), None
+
+def free_bits_kl(group: LatentGroup, free_bits: float) -> torch.Tensor:
+    """The group's batch-mean KL with free bits (Kingma et al. 2016): each dimension's KL
+    counts only above `free_bits` nats. Where the KL has no per-dimension split (a Monte-Carlo
+    KL against a mixture prior), the group's total counts only above free_bits x D nats."""
+    if free_bits <= 0:
+        return group.kl.mean()
+    if group.kl_per_dim is not None:
+        return group.kl_per_dim.mean(0).clamp_min(free_bits).sum()
+    return group.kl.mean().clamp_min(free_bits * group.z.shape[-1])
 
 
 def elbo(
-    model: VAE, x: torch.Tensor, beta: float | torch.Tensor = 1.0, free_bits: float = 0.0
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    beta: float | torch.Tensor = 1.0,
+    free_bits: float = 0.0,
+    noise: torch.Tensor | None = None,
 ) -> ElboTerms:
-    """One-sample reparameterised ELBO with analytic KL; the loss applies beta and free bits."""
-    q = model.encode(x)
-    z = q.rsample()
-    rec = model.decode(z).log_prob(x)
-    kl, per_dim = kl_terms(model, q, z)
-    if free_bits > 0 and per_dim is not None:
-        # Free bits: each dimension's batch-mean KL only counts above `free_bits` nats.
-        kl_for_loss = per_dim.mean(0).clamp_min(free_bits).sum()
-    else:
-        kl_for_loss = kl.mean()
+    """One-sample reparameterised ELBO; the loss applies beta and free bits per group."""
+    inf = model.infer(x, noise)
+    rec = inf.decoded.log_prob(x)
+    kl_for_loss = sum(free_bits_kl(g, free_bits) for g in inf.groups)
     loss = -(rec.mean() - beta * kl_for_loss)
-    return ElboTerms(rec, kl, per_dim, loss)
+    return ElboTerms(rec, inf.kl, inf.groups, loss)
 
 
-def _weight_terms(model: VAE, x: torch.Tensor, q, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log w, log p(x|z)) for k reparameterised samples z ~ q: each of shape (k, B)."""
-    z = q.rsample((k,))  # (k, B, D)
-    log_px_z = model.decode(z).log_prob(x)  # x broadcasts over the k samples
-    return log_px_z + model.prior_distribution().log_prob(z) - q.log_prob(z), log_px_z
-
-
-def log_weights(model: VAE, x: torch.Tensor, q, k: int) -> torch.Tensor:
-    """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k reparameterised samples: shape (k, B)."""
-    return _weight_terms(model, x, q, k)[0]
-
-
-def iwae_bound(model: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
+def iwae_bound(model: LatentVariableModel, x: torch.Tensor, k: int) -> torch.Tensor:
     """The importance-weighted bound log (1/k) sum_k w_k (Burda et al. 2016), per example."""
-    q = model.encode(x)
-    return torch.logsumexp(log_weights(model, x, q, k), 0) - math.log(k)
+    log_w, _ = model.log_weights(x, k)
+    return torch.logsumexp(log_w, 0) - math.log(k)
 
 
 @dataclass
@@ -87,11 +80,10 @@ class ImportanceTerms:
 
 @torch.no_grad()
 def importance_sampled_terms(
-    model: VAE,
+    model: LatentVariableModel,
     x: torch.Tensor,
     k: int,
-    q=None,
-    chunk: int | None = None,
+    noise: ExampleNoise | None = None,
     max_batch: int | None = None,
 ) -> ImportanceTerms:
     """log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per example,
@@ -99,16 +91,33 @@ def importance_sampled_terms(
 
     K is processed in chunks whose running log-sum-exp is exact, so memory does not grow
     with K. A lower bound in expectation that tightens as K grows (Burda et al. 2016).
+    With `noise` (one stream per example) the samples, and so the result, depend on the
+    example alone: chunks are whole blocks of that stream, and a batch too large for one
+    chunk is split into sub-batches.
     """
-    q = model.encode(x) if q is None else q
     max_batch = max_batch or model.decode_batch_limit
-    chunk = chunk or max(1, min(k, max_batch // max(1, x.shape[0])))
+    per_chunk = max(1, max_batch // max(1, x.shape[0]))
+    if noise is not None and per_chunk < BLOCK and x.shape[0] > 1:
+        rows = max(1, max_batch // BLOCK)
+        parts = [
+            importance_sampled_terms(
+                model, x[i : i + rows], k, noise.subset(i, i + rows), max_batch
+            )
+            for i in range(0, x.shape[0], rows)
+        ]
+        return ImportanceTerms(
+            torch.cat([p.log_px for p in parts]), torch.cat([p.reconstruction for p in parts])
+        )
+    chunk = min(k, per_chunk)
+    if noise is not None:  # whole blocks of each example's stream
+        chunk = max(BLOCK, chunk // BLOCK * BLOCK)
     total = torch.full((x.shape[0],), -math.inf, device=x.device)
     rec = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     done = 0
     while done < k:
         c = min(chunk, k - done)
-        log_w, log_px_z = _weight_terms(model, x, q, c)
+        eps = None if noise is None else noise.normal(c, model.latent_dim, x.device)
+        log_w, log_px_z = model.log_weights(x, c, eps)
         total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
         rec += log_px_z.double().sum(0)
         done += c
@@ -116,7 +125,34 @@ def importance_sampled_terms(
 
 
 def importance_sampled_log_px(
-    model: VAE, x: torch.Tensor, k: int, chunk: int | None = None, max_batch: int | None = None
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    k: int,
+    noise: ExampleNoise | None = None,
+    max_batch: int | None = None,
 ) -> torch.Tensor:
     """The importance-sampled estimate of log p(x) alone (see `importance_sampled_terms`)."""
-    return importance_sampled_terms(model, x, k, chunk=chunk, max_batch=max_batch).log_px
+    return importance_sampled_terms(model, x, k, noise=noise, max_batch=max_batch).log_px
+
+
+OBJECTIVES = ("elbo", "iwae")
+
+
+class TrainingObjective(nn.Module):
+    """The training loss as a module, so that DistributedDataParallel's gradient hooks apply.
+
+    Returns (loss, bound, reconstruction, kl); the last two are None for the IWAE bound.
+    """
+
+    def __init__(self, model: LatentVariableModel, objective: str = "elbo", iw_k: int = 1):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise VaekitError(f"unknown objective {objective!r}; use {' or '.join(OBJECTIVES)}")
+        self.model, self.objective, self.iw_k = model, objective, iw_k
+
+    def forward(self, x: torch.Tensor, beta: float | torch.Tensor = 1.0, free_bits: float = 0.0):
+        if self.objective == "iwae":
+            bound = iwae_bound(self.model, x, self.iw_k)
+            return -bound.mean(), bound, None, None
+        terms = elbo(self.model, x, beta=beta, free_bits=free_bits)
+        return terms.loss, terms.elbo, terms.reconstruction, terms.kl

@@ -1,15 +1,13 @@
 """Training loop: in-memory uint8 data sliced into batches on the device, Adam with cosine
 decay, KL warm-up and free bits, a NaN guard, per-epoch test ELBO, atomic checkpoints and
-exact resume."""
+exact resume. The model is any `LatentVariableModel`; the loss is `objectives.TrainingObjective`.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,107 +26,15 @@ from vaekit.checkpoint import (
     save_checkpoint,
 )
 from vaekit.config import Config
-from vaekit.data import Dataset, load_dataset, prepare_split, to_values
-from vaekit.data.pixels import LIKELIHOOD_FOR, PIXEL_MODES
-from vaekit.data.streaming import NpyShards, open_shards
+from vaekit.data import Dataset
+from vaekit.data.splits import Splits, load_splits, sample_values
+from vaekit.data.streaming import NpyShards
+from vaekit.device import autocast, resolve_device, rng_state, set_rng_state
 from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.evaluation import evaluate
-from vaekit.fileio import atomic_write_text
-from vaekit.model import VAE
-from vaekit.objectives import elbo, iwae_bound
-
-METRICS_NAME = "metrics.jsonl"
-CONFIG_NAME = "config.json"
-
-
-@dataclass
-class Splits:
-    train: torch.Tensor | NpyShards  # uint8 (N, C, H, W) on the device, or streamed shards
-    test: torch.Tensor
-
-    @property
-    def image_shape(self) -> list[int]:
-        if isinstance(self.train, NpyShards):
-            return list(self.train.image_shape)
-        return list(self.train.shape[1:])
-
-
-STREAM_TEST_LIMIT = 10000  # test images held in memory for the per-epoch ELBO when streaming
-
-
-def load_splits(config: Config, device: torch.device, dataset: Dataset | None = None) -> Splits:
-    """Read the configured dataset (or use `dataset`) and prepare both splits."""
-    t = config.train
-    if t.pixels not in PIXEL_MODES:
-        raise VaekitError(f"unknown pixel mode {t.pixels!r}; choose from {', '.join(PIXEL_MODES)}")
-    if t.stream:
-        if t.pixels == "static-binary":
-            raise VaekitError(
-                "static-binary needs the whole split in memory; stream with "
-                "dynamic-binary, 8bit or continuous pixels"
-            )
-        train_shards, test_shards = open_shards(t.data)
-        n_test = min(len(test_shards), STREAM_TEST_LIMIT, t.limit or STREAM_TEST_LIMIT)
-        test = torch.stack([test_shards[i] for i in range(n_test)]).to(device)
-        return Splits(train_shards, prepare_split(test, t.pixels, False))
-    ds = dataset if dataset is not None else load_dataset(t.data, t.data_dir)
-    train, test = ds.train, ds.test
-    if t.limit:
-        train, test = train[: t.limit], test[: max(1, t.limit // 6)]
-    tr = torch.from_numpy(train).to(device)
-    te = torch.from_numpy(test).to(device)
-    return Splits(prepare_split(tr, t.pixels, True), prepare_split(te, t.pixels, False))
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then MPS, then CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaekitError("--device cuda: no CUDA device is available here")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), where bf16
-    matmuls run about twice as fast as float32; elsewhere they are emulated and slower."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def use_bf16(config: Config, device: torch.device) -> bool:
-    """Whether training runs under bf16 autocast on `device` (see `bf16` and `cpu_bf16`)."""
-    t = config.train
-    if device.type == "cuda":
-        return t.bf16
-    if device.type == "cpu" and t.cpu_bf16:
-        if cpu_has_native_bf16():
-            return True
-        warnings.warn(
-            "train.cpu_bf16: this CPU has no native bf16 matmul (AVX512-BF16 or AMX); "
-            "training in float32",
-            stacklevel=2,
-        )
-    return False
-
-
-def data_statistics(
-    train: torch.Tensor | NpyShards, pixels: str, seed: int, n: int = 10000
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel mean and standard deviation of the training values (each (C, H, W)),
-    from up to `n` images chosen with `seed`."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    idx = torch.randperm(len(train), generator=g)[:n]
-    if isinstance(train, NpyShards):
-        raw = torch.stack([train[i] for i in idx.tolist()])
-    else:
-        raw = train[idx.to(train.device)]
-    values = to_values(raw, pixels, train=True).float()
-    return values.mean(0), values.std(0, correction=0)
+from vaekit.models import LatentVariableModel, build_model
+from vaekit.objectives import TrainingObjective
+from vaekit.runs import append_metrics, truncate_metrics, write_config
 
 
 def learning_rate(config: Config, step: int, total_steps: int) -> float:
@@ -146,7 +52,7 @@ def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
     return t.beta * min(1.0, step / (t.kl_warmup_epochs * steps_per_epoch))
 
 
-def make_optimizer(model: VAE, config: Config, device: torch.device) -> torch.optim.Adam:
+def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.Adam:
     """Adam; the fused kernel where available (on CPU it is ~5x faster than the default)."""
     t = config.train
     try:
@@ -158,23 +64,6 @@ def make_optimizer(model: VAE, config: Config, device: torch.device) -> torch.op
         )
     except (RuntimeError, TypeError):
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-
-
-def _rng_state(data_gen: torch.Generator) -> dict[str, torch.Tensor]:
-    return {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
-
-
-def _append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    with open(run_dir / METRICS_NAME, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _truncate_metrics(run_dir: Path, epochs_done: int) -> None:
-    path = run_dir / METRICS_NAME
-    if path.exists():
-        rows = [r for r in path.read_text().splitlines() if r.strip()]
-        keep = [r for r in rows if json.loads(r).get("epoch", 0) <= epochs_done]
-        atomic_write_text(path, "".join(r + "\n" for r in keep))
 
 
 def _epoch_batches(
@@ -232,7 +121,7 @@ def _clip_gradients(
     return norm
 
 
-class _DivergenceGuard:
+class DivergenceGuard:
     """Stops training when the loss or gradient norm stops being finite, without letting a
     bad step touch the weights, so the last good checkpoint (and the model) stay valid.
 
@@ -264,24 +153,29 @@ class _DivergenceGuard:
             )
 
 
-class Objective(nn.Module):
-    """The training loss as a module, so that DistributedDataParallel's gradient hooks apply.
-
-    Returns (loss, bound, reconstruction, kl); the last two are None for the IWAE bound.
-    """
-
-    def __init__(self, model: VAE, objective: str = "elbo", iw_k: int = 1):
-        super().__init__()
-        if objective not in ("elbo", "iwae"):
-            raise VaekitError(f"unknown objective {objective!r}; use elbo or iwae")
-        self.model, self.objective, self.iw_k = model, objective, iw_k
-
-    def forward(self, x: torch.Tensor, beta: float | torch.Tensor = 1.0, free_bits: float = 0.0):
-        if self.objective == "iwae":
-            bound = iwae_bound(self.model, x, self.iw_k)
-            return -bound.mean(), bound, None, None
-        terms = elbo(self.model, x, beta=beta, free_bits=free_bits)
-        return terms.loss, terms.elbo, terms.reconstruction, terms.kl
+def _start(
+    config: Config, run_dir: Path, resume: bool, device: torch.device, dataset: Dataset | None
+) -> tuple[LatentVariableModel, Config, TrainingState, Splits]:
+    """The model, its config and training position, and the prepared data splits."""
+    state = TrainingState()
+    if resume:
+        model, config, state = load_checkpoint(run_dir, map_location=str(device), with_state=True)
+    elif (run_dir / CHECKPOINT_NAME).exists():
+        raise VaekitError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
+    torch.manual_seed(config.train.seed)
+    splits = load_splits(config, device, dataset)
+    if resume:
+        if list(model.config.image_shape) != splits.image_shape:
+            raise VaekitError(f"{run_dir}: the data's image shape differs from the checkpoint's")
+        return model, config, state, splits
+    config.model.image_shape = splits.image_shape
+    try:
+        model = build_model(config.model).to(device)
+    except ValueError as e:  # an unknown architecture, activation, prior or pixel mode
+        raise VaekitError(f"model config: {e}") from e
+    values = sample_values(splits.train, config.model.pixels, config.train.seed)
+    model.init_from_data(values.to(device), output_bias=config.train.init_output_bias)
+    return model, config, state, splits
 
 
 def train(
@@ -291,7 +185,7 @@ def train(
     progress: bool = True,
     total_epochs: int | None = None,
     dataset: Dataset | None = None,
-    on_epoch: Callable[[dict[str, Any], VAE], None] | None = None,
+    on_epoch: Callable[[dict[str, Any], LatentVariableModel], None] | None = None,
 ) -> Path:
     """Train (or resume) a run in `run_dir`; returns the run folder. `dataset` replaces the
     configured data source with in-memory arrays (as the anomaly detector does).
@@ -305,36 +199,16 @@ def train(
         torch.set_num_threads(config.train.threads)
     world, device = distributed.init(resolve_device(config.train.device))
     progress = progress and world.is_main
-    state = TrainingState()
-    if resume:
-        model, config, state = load_checkpoint(run_dir, map_location=str(device), with_state=True)
-        if total_epochs is not None:
-            config.train.epochs = total_epochs
-        distributed.barrier()
-        if world.is_main:
-            _truncate_metrics(run_dir, state.epoch)
-    elif (run_dir / CHECKPOINT_NAME).exists():
-        raise VaekitError(f"{run_dir} already holds a run: pass --resume, or choose another --out")
-    torch.manual_seed(config.train.seed)
-    splits = load_splits(config, device, dataset)
-    config.model.image_shape = splits.image_shape
-    config.model.likelihood = LIKELIHOOD_FOR[config.train.pixels]
-    if not resume:
-        try:
-            model = VAE(config.model).to(device)
-        except ValueError as e:  # an unknown architecture, activation or likelihood
-            raise VaekitError(f"model config: {e}") from e
-        if config.train.init_output_bias:
-            model.init_output_bias(
-                *data_statistics(splits.train, config.train.pixels, config.train.seed)
-            )
-    elif list(model.config.image_shape) != config.model.image_shape:
-        raise VaekitError(f"{run_dir}: the data's image shape differs from the checkpoint's")
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / CONFIG_NAME, config.to_json())
-
+    model, config, state, splits = _start(config, run_dir, resume, device, dataset)
     t = config.train
+    if total_epochs is not None:
+        t.epochs = total_epochs
+    if world.is_main:
+        if resume:
+            truncate_metrics(run_dir, state.epoch)
+        write_config(run_dir, config)
+    distributed.barrier()
+
     opt = make_optimizer(model, config, device)
     # The same permutation on every rank (each takes a strided shard of it); different noise.
     data_gen = torch.Generator(device="cpu").manual_seed(t.seed)
@@ -342,13 +216,13 @@ def train(
     if resume:
         if state.optimizer is not None:
             opt.load_state_dict(state.optimizer)
-        if "torch" in state.rng and not world.active:
-            torch.set_rng_state(state.rng["torch"])
+        if not world.active:
+            set_rng_state(state.rng, device)
         if "data" in state.rng:
             data_gen.set_state(state.rng["data"])
-    guard = _DivergenceGuard(opt, device, run_dir)
+    guard = DivergenceGuard(opt, device, run_dir)
     params = [p for p in model.parameters() if p.requires_grad]
-    step_fn: nn.Module = Objective(model, t.objective, t.iw_k)
+    step_fn: nn.Module = TrainingObjective(model, t.objective, t.iw_k)
     if world.active:
         step_fn = DistributedDataParallel(step_fn)
     if t.compile:
@@ -356,11 +230,9 @@ def train(
     # beta enters the step as a device tensor: a Python float that changes at every step of
     # a KL warm-up would make torch.compile trace the step again.
     beta_t = torch.zeros((), device=device)
-    bf16 = use_bf16(config, device)
-    autocast = torch.autocast(device.type if bf16 else "cpu", torch.bfloat16, enabled=bf16)
+    cast, bf16 = autocast(config, device)
 
-    n = len(splits.train)
-    shard = n // world.size
+    shard = len(splits.train) // world.size
     b = min(t.batch_size, shard)
     steps_per_epoch = shard // b  # drop the ragged last batch: equal-size steps on every rank
     total_steps = steps_per_epoch * t.epochs
@@ -382,13 +254,13 @@ def train(
             mininterval=0.5,
         )
         for i, raw in zip(bar, batches, strict=False):
-            x = to_values(raw, t.pixels, train=True)
+            x = model.pixels.values(raw, train=True)
             lr = learning_rate(config, step, total_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
             beta = kl_weight(config, step, steps_per_epoch)
             beta_t.fill_(beta)
-            with autocast:
+            with cast:
                 loss, bound, rec, kl = step_fn(x, beta_t, t.free_bits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -410,14 +282,13 @@ def train(
             if guard.due(i):
                 guard.check(guard.flag, epoch, step)
             if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                done = i + 1
-                shown = (sums / done).tolist()
+                shown = (sums / (i + 1)).tolist()
                 bar.set_postfix(
                     loss=f"{shown[0]:.2f}",
                     rec=f"{shown[2]:.2f}",
                     kl=f"{shown[3]:.2f}",
                     elbo=f"{shown[1]:.2f}",
-                    img_s=f"{done * b * world.size / (time.perf_counter() - t0):.0f}",
+                    img_s=f"{(i + 1) * b * world.size / (time.perf_counter() - t0):.0f}",
                     refresh=False,
                 )
         bar.close()
@@ -425,52 +296,67 @@ def train(
         guard.check(guard.flag, epoch, step)
         means = (distributed.all_reduce_(sums.cpu()) / (world.size * steps_per_epoch)).tolist()
         if world.is_main:
-            test = evaluate(
+            row = _end_epoch(
                 model,
-                splits.test,
-                t.pixels,
-                k=0,
-                batch_size=t.eval_batch_size,
-                seed=t.seed,
-                shard=False,
+                splits,
+                config,
+                epoch,
+                step,
+                lr,
+                beta,
+                means,
+                train_s,
+                steps_per_epoch * b * world.size,
+                world.size,
+                bf16,
             )
-            row = {
-                "epoch": epoch + 1,
-                "step": step,
-                "lr": lr,
-                "beta": beta,
-                "train_loss": means[0],
-                "train_bound": means[1],
-                "train_reconstruction": means[2],
-                "train_kl": means[3],
-                "test_elbo": test["elbo"],
-                "test_reconstruction": test["reconstruction"],
-                "test_kl": test["kl"],
-                "test_active_units": test["active_units"],
-                "images_per_s": steps_per_epoch * b * world.size / train_s,
-                "train_seconds": train_s,
-                "world_size": world.size,
-                "autocast": "bf16" if bf16 else None,
-            }
-            if t.objective == "iwae":
-                row["train_bound_name"] = f"iwae-k{t.iw_k}"
             # Metrics first: a crash before the checkpoint lands only repeats this epoch on
             # resume, and resume drops rows past the checkpoint, so no epoch is lost or doubled.
-            _append_metrics(run_dir, row)
+            append_metrics(run_dir, row)
+            rng = {**rng_state(device), "data": data_gen.get_state()}
             save_checkpoint(
                 checkpoint_path(run_dir),
                 model,
                 config,
-                TrainingState(epoch + 1, step, opt.state_dict(), _rng_state(data_gen)),
+                TrainingState(epoch + 1, step, opt.state_dict(), rng),
             )
             if progress:
                 tqdm.write(
                     f"epoch {epoch + 1:3d}  train loss {row['train_loss']:8.3f}  "
-                    f"test elbo {test['elbo']:8.3f}  (rec {test['reconstruction']:8.3f}, "
-                    f"kl {test['kl']:6.3f}, AU {test['active_units']})  "
+                    f"test elbo {row['test_elbo']:8.3f}  (rec {row['test_reconstruction']:8.3f}, "
+                    f"kl {row['test_kl']:6.3f}, AU {row['test_active_units']})  "
                     f"{row['images_per_s']:,.0f} img/s"
                 )
             if on_epoch is not None:
                 on_epoch(row, model)
         distributed.barrier()
     return run_dir
+
+
+def _end_epoch(
+    model, splits, config, epoch, step, lr, beta, means, train_s, images, world_size, bf16
+) -> dict[str, Any]:
+    """The epoch's metrics row, with the test split's ELBO (one sample per image)."""
+    t = config.train
+    test = evaluate(model, splits.test, k=0, batch_size=t.eval_batch_size, seed=t.seed, shard=False)
+    row = {
+        "epoch": epoch + 1,
+        "step": step,
+        "lr": lr,
+        "beta": beta,
+        "train_loss": means[0],
+        "train_bound": means[1],
+        "train_reconstruction": means[2],
+        "train_kl": means[3],
+        "test_elbo": test["elbo"],
+        "test_reconstruction": test["reconstruction"],
+        "test_kl": test["kl"],
+        "test_active_units": test["active_units"],
+        "images_per_s": images / train_s,
+        "train_seconds": train_s,
+        "world_size": world_size,
+        "autocast": "bf16" if bf16 else None,
+    }
+    if t.objective == "iwae":
+        row["train_bound_name"] = f"iwae-k{t.iw_k}"
+    return row

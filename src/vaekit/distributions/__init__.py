@@ -2,6 +2,7 @@
 
 from vaekit.distributions.gaussian import diagonal_gaussian, kl_per_dim
 from vaekit.distributions.likelihoods import (
+    LIKELIHOODS,
     BernoulliLikelihood,
     DiscretizedLogisticMixture,
     GaussianLikelihood,
@@ -10,11 +11,14 @@ from vaekit.distributions.likelihoods import (
     full_precision,
     make_likelihood,
 )
+from vaekit.distributions.mixture import DiagonalGaussianMixture
 
 __all__ = [
     "BernoulliLikelihood",
+    "DiagonalGaussianMixture",
     "DiscretizedLogisticMixture",
     "GaussianLikelihood",
+    "LIKELIHOODS",
     "Likelihood",
     "LogisticMixtureLikelihood",
     "diagonal_gaussian",

@@ -2,17 +2,28 @@
 
 Each `Likelihood` module knows how many parameter channels the decoder must output per
 image channel, builds a `torch.distributions.Distribution` over whole images from them
-(`log_prob` sums over pixels, in nats), and maps data values to encoder inputs.
+(`log_prob` sums over pixels, in nats), maps data values to encoder inputs, and owns the
+entropy coding of its values: the bits-back coder asks it to push and pop pixels and never
+re-derives a probability itself. A new likelihood is one class here plus its registration.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints
+
+from vaekit.registry import Registry
+
+LIKELIHOODS: Registry[type[Likelihood]] = Registry("likelihood")
+
+# Network outputs are rounded onto this grid before they become coding probabilities, so
+# that float noise in their last bits cannot change a table between encoder and decoder.
+PARAM_GRID = 2.0**-16
 
 
 def full_precision(params: torch.Tensor) -> torch.Tensor:
@@ -21,6 +32,11 @@ def full_precision(params: torch.Tensor) -> torch.Tensor:
     if params.dtype in (torch.bfloat16, torch.float16):
         return params.float()
     return params
+
+
+def round_to_grid(t: torch.Tensor) -> torch.Tensor:
+    """`t` in float64, rounded to multiples of `PARAM_GRID` (the coder's parameters)."""
+    return torch.round(t.detach().double() / PARAM_GRID) * PARAM_GRID
 
 
 class BernoulliImage(Independent):
@@ -45,12 +61,18 @@ class BernoulliImage(Independent):
         return torch.einsum("...p,...p->...", flat_l, flat_v) - F.softplus(flat_l).sum(-1)
 
 
+def level_edge(level: torch.Tensor | float) -> torch.Tensor | float:
+    """The lower edge of integer level `level` (0..256) on the [-1, 1] scale of x/127.5 - 1."""
+    return (level - 0.5) / 127.5 - 1.0
+
+
 class DiscretizedLogisticMixture(Distribution):
     """Mixture of logistics discretized to the 256 integer levels 0..255 (PixelCNN++ style).
 
     Parameters have shape (..., K) per pixel: mixture logits, means and log-scales, with
     means on the [-1, 1] scale of x/127.5 - 1. The edge bins absorb the tails, so the 256
-    probabilities sum to one and bits/dim are exact discrete likelihoods.
+    probabilities sum to one and bits/dim are exact discrete likelihoods. `log_prob` and the
+    coder's `cdf_below` standardize bin edges through the same `_standardized`.
     """
 
     arg_constraints: dict = {}
@@ -61,11 +83,15 @@ class DiscretizedLogisticMixture(Distribution):
         self.logits, self.means, self.log_scales = logits, means, log_scales
         super().__init__(batch_shape=means.shape[:-1], validate_args=False)
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        x = (value / 127.5 - 1.0).unsqueeze(-1)
+    def _standardized(self, edge: torch.Tensor) -> torch.Tensor:
+        """(edge - mean) / scale per component, for bin edges shaped like the pixels."""
+        edge = edge.unsqueeze(-1)
         inv_s = torch.exp(-self.log_scales)
-        upper = inv_s * (x - self.means + 1.0 / 255.0)
-        lower = inv_s * (x - self.means - 1.0 / 255.0)
+        return torch.addcmul(-self.means * inv_s, edge, inv_s)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        upper = self._standardized(level_edge(value + 1.0))
+        lower = self._standardized(level_edge(value))
         # log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) + logsigmoid(-b) + log(1 - e^(b-a)),
         # exact and stable for any a > b; the edge bins keep only their open side.
         log_upper = F.logsigmoid(upper)
@@ -78,12 +104,18 @@ class DiscretizedLogisticMixture(Distribution):
         )
         return torch.logsumexp(log_bin + F.log_softmax(self.logits, -1), dim=-1)
 
+    def cdf_below(self, level: torch.Tensor) -> torch.Tensor:
+        """P(x < level) per pixel for integer levels 1..255 (batch-shaped tensor)."""
+        w = torch.softmax(self.logits, -1)
+        return (w * torch.sigmoid(self._standardized(level_edge(level)))).sum(-1)
+
     def bin_probs(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Probabilities of all 256 levels per pixel, shape (..., 256), from CDF differences."""
-        edges = (torch.arange(1, 256, dtype=dtype, device=self.means.device) - 0.5) / 127.5 - 1.0
-        m, ls = self.means.to(dtype).unsqueeze(-2), self.log_scales.to(dtype).unsqueeze(-2)
-        cdf = torch.sigmoid((edges.view(-1, 1) - m) * torch.exp(-ls))  # (..., 255, K)
-        cdf = (cdf * torch.softmax(self.logits.to(dtype), -1).unsqueeze(-2)).sum(-1)
+        d = DiscretizedLogisticMixture(
+            self.logits.to(dtype), self.means.to(dtype), self.log_scales.to(dtype)
+        )
+        levels = torch.arange(1, 256, dtype=dtype, device=self.means.device)
+        cdf = torch.stack([d.cdf_below(lv.expand(self.batch_shape)) for lv in levels], -1)
         zeros = torch.zeros_like(cdf[..., :1])
         cdf = torch.cat([zeros, cdf, torch.ones_like(zeros)], dim=-1)
         return (cdf[..., 1:] - cdf[..., :-1]).clamp_min(0.0)
@@ -107,11 +139,16 @@ class DiscretizedLogisticMixture(Distribution):
 
 class Likelihood(nn.Module):
     """Maps decoder outputs (..., params_per_channel * C, H, W) to a distribution over images
-    with batch shape (...)."""
+    with batch shape (...), and codes images under it when its values are discrete."""
 
     name: str = ""
     params_per_channel: int = 1
-    discrete: bool = True
+    codable: bool = False  # whether push/pop exist (discrete values)
+
+    @classmethod
+    def build(cls, n_mix: int = 5) -> Likelihood:
+        """An instance from the model config's likelihood settings."""
+        return cls()
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """Scale data values to the range the encoder is fed."""
@@ -130,11 +167,33 @@ class Likelihood(nn.Module):
         """Images in [0, 1] that show a decoded distribution (its mean)."""
         return dist.mean.clamp(0, 1)
 
+    # ---- entropy coding ------------------------------------------------------------------
 
+    def coding_distribution(self, params: torch.Tensor) -> Distribution:
+        """The distribution the coder uses: parameters in float64 on the `PARAM_GRID`."""
+        raise NotImplementedError(f"the {self.name} likelihood has no discrete values to code")
+
+    def push(self, coder, values: np.ndarray, dist: Distribution) -> None:
+        """Encode integer values (B, C, H, W) onto an ANS stack under `dist`."""
+        raise NotImplementedError
+
+    def pop(self, coder, dist: Distribution) -> np.ndarray:
+        """Decode the values `push` encoded under the same `dist`: int32 (B, C, H, W)."""
+        raise NotImplementedError
+
+
+def _bernoulli_family():
+    import constriction
+
+    return constriction.stream.model.Bernoulli(perfect=False)
+
+
+@LIKELIHOODS.register("bernoulli")
 class BernoulliLikelihood(Likelihood):
     """Independent Bernoulli pixels, for binarized images; x in {0, 1}."""
 
     name = "bernoulli"
+    codable = True
 
     def distribution(self, params: torch.Tensor) -> Distribution:
         return BernoulliImage(full_precision(params), 3)
@@ -143,11 +202,57 @@ class BernoulliLikelihood(Likelihood):
         p = mean.clamp(1e-3, 1 - 1e-3)
         return torch.log(p) - torch.log1p(-p)
 
+    def coding_distribution(self, params: torch.Tensor) -> Distribution:
+        return BernoulliImage(round_to_grid(params), 3)
 
+    def push(self, coder, values, dist):
+        probs = dist.base_dist.probs.reshape(-1).cpu().numpy()
+        coder.encode_reverse(values.reshape(-1).astype(np.int32), _bernoulli_family(), probs)
+
+    def pop(self, coder, dist):
+        probs = dist.base_dist.probs.reshape(-1).cpu().numpy()
+        out = coder.decode(_bernoulli_family(), probs)
+        return out.astype(np.int32).reshape(dist.base_dist.probs.shape)
+
+
+class _LevelSearch:
+    """Codes 8-bit levels as 8 binary decisions down a binary search of 0..255, each with
+    the exact conditional probability P(x >= mid | lo <= x < hi) from the CDF: the product
+    of the 8 probabilities is the level's probability under the distribution."""
+
+    def __init__(self, dist: DiscretizedLogisticMixture):
+        self.dist = dist
+        shape = dist.batch_shape
+        self.lo = torch.zeros(shape, dtype=torch.float64)
+        self.hi = torch.full(shape, 256.0, dtype=torch.float64)
+        self.c_lo = torch.zeros(shape, dtype=torch.float64)
+        self.c_hi = torch.ones(shape, dtype=torch.float64)
+
+    def upper_probability(self) -> np.ndarray:
+        """P(x >= mid | lo <= x < hi), flat; 1/2 where the interval has (numerically) no mass."""
+        self.mid = (self.lo + self.hi) / 2
+        self.c_mid = self.dist.cdf_below(self.mid)
+        mass = self.c_hi - self.c_lo
+        p = torch.where(mass > 1e-300, (self.c_hi - self.c_mid) / mass.clamp_min(1e-300), 0.5)
+        return p.clamp(0.0, 1.0).reshape(-1).numpy()
+
+    def descend(self, upper: torch.Tensor) -> None:
+        self.lo = torch.where(upper, self.mid, self.lo)
+        self.c_lo = torch.where(upper, self.c_mid, self.c_lo)
+        self.hi = torch.where(upper, self.hi, self.mid)
+        self.c_hi = torch.where(upper, self.c_hi, self.c_mid)
+
+
+@LIKELIHOODS.register("logistic-mixture")
 class LogisticMixtureLikelihood(Likelihood):
     """Discretized logistic mixture per pixel, for 8-bit images; x in {0, ..., 255}."""
 
     name = "logistic-mixture"
+    codable = True
+
+    @classmethod
+    def build(cls, n_mix: int = 5) -> Likelihood:
+        return cls(n_mix)
 
     def __init__(self, n_mix: int = 5, min_log_scale: float = -7.0):
         super().__init__()
@@ -157,24 +262,50 @@ class LogisticMixtureLikelihood(Likelihood):
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         return x / 255.0
 
-    def distribution(self, params: torch.Tensor) -> Distribution:
+    def _parts(self, params: torch.Tensor):
         *lead, _, h, w = params.shape
-        p = full_precision(params).view(*lead, 3, self.n_mix, -1, h, w)
+        p = params.view(*lead, 3, self.n_mix, -1, h, w)
         # (..., 3, K, C, H, W) -> (..., C, H, W, 3, K): parameters per pixel, last
         logits, means, log_scales = p.movedim((-5, -4), (-2, -1)).unbind(-2)
-        log_scales = log_scales.clamp_min(self.min_log_scale)
-        return Independent(DiscretizedLogisticMixture(logits, torch.tanh(means), log_scales), 3)
+        return logits, torch.tanh(means), log_scales.clamp_min(self.min_log_scale)
+
+    def distribution(self, params: torch.Tensor) -> Distribution:
+        return Independent(DiscretizedLogisticMixture(*self._parts(full_precision(params))), 3)
 
     def display(self, dist: Distribution) -> torch.Tensor:
         return dist.mean / 255.0
 
+    def coding_distribution(self, params: torch.Tensor) -> Distribution:
+        parts = [round_to_grid(t) for t in self._parts(full_precision(params.detach()))]
+        return Independent(DiscretizedLogisticMixture(*parts), 3)
 
+    def push(self, coder, values, dist):
+        # The decoder reads decision 1 first, so the encoder pushes decision 8 first.
+        search = _LevelSearch(dist.base_dist)
+        x = torch.from_numpy(values.astype(np.float64)).reshape(search.lo.shape)
+        decisions = []
+        for _ in range(8):
+            p = search.upper_probability()
+            bit = x >= search.mid
+            decisions.append((bit.reshape(-1).numpy().astype(np.int32), p))
+            search.descend(bit)
+        for bit, p in reversed(decisions):
+            coder.encode_reverse(bit, _bernoulli_family(), p)
+
+    def pop(self, coder, dist):
+        search = _LevelSearch(dist.base_dist)
+        for _ in range(8):
+            bit = coder.decode(_bernoulli_family(), search.upper_probability())
+            search.descend(torch.from_numpy(bit.astype(bool)).reshape(search.lo.shape))
+        return search.lo.numpy().astype(np.int32)
+
+
+@LIKELIHOODS.register("gaussian")
 class GaussianLikelihood(Likelihood):
     """Gaussian per pixel with learned mean and variance, for continuous values in [0, 1]."""
 
     name = "gaussian"
     params_per_channel = 2
-    discrete = False
 
     def __init__(self, min_log_scale: float = math.log(1.0 / 512.0)):
         super().__init__()
@@ -190,11 +321,5 @@ class GaussianLikelihood(Likelihood):
 
 
 def make_likelihood(name: str, n_mix: int = 5) -> Likelihood:
-    """Build a likelihood by name: bernoulli, logistic-mixture or gaussian."""
-    if name == "bernoulli":
-        return BernoulliLikelihood()
-    if name == "logistic-mixture":
-        return LogisticMixtureLikelihood(n_mix)
-    if name == "gaussian":
-        return GaussianLikelihood()
-    raise ValueError(f"unknown likelihood {name!r}")
+    """Build a registered likelihood by name (`n_mix` is for mixtures)."""
+    return LIKELIHOODS.get(name).build(n_mix=n_mix)

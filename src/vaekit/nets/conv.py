@@ -48,6 +48,10 @@ class ConvEncoder(nn.Module):
         )
         self.head = nn.Linear(2 * ch * _down_size(h) * _down_size(w), 2 * latent_dim)
 
+    @classmethod
+    def from_config(cls, config, latent_dim: int) -> ConvEncoder:
+        return cls(config.image_shape, config.channels, latent_dim, config.blocks)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.head(self.net(x)).chunk(2, dim=-1)
         return mean, logvar
@@ -79,6 +83,12 @@ class ConvDecoder(nn.Module):
             *[ResBlock(ch) for _ in range(blocks)],
             nn.SiLU(),
             nn.Conv2d(ch, params_per_channel * c, 3, padding=1),
+        )
+
+    @classmethod
+    def from_config(cls, config, latent_dim: int, params_per_channel: int) -> ConvDecoder:
+        return cls(
+            config.image_shape, config.channels, latent_dim, params_per_channel, config.blocks
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,10 @@ class MLPEncoder(nn.Module):
         self.body = _stack([math.prod(image_shape), *hidden], activation)
         self.head = nn.Linear(hidden[-1] if hidden else math.prod(image_shape), 2 * latent_dim)
 
+    @classmethod
+    def from_config(cls, config, latent_dim: int) -> MLPEncoder:
+        return cls(config.image_shape, config.hidden, latent_dim, config.activation)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.head(self.body(x.flatten(1))).chunk(2, dim=-1)
         return mean, logvar
@@ -69,6 +73,11 @@ class MLPDecoder(nn.Module):
         self.out_shape = (params_per_channel * c, h, w)
         self.body = _stack([latent_dim, *hidden], activation)
         self.head = nn.Linear(hidden[-1] if hidden else latent_dim, math.prod(self.out_shape))
+
+    @classmethod
+    def from_config(cls, config, latent_dim: int, params_per_channel: int) -> MLPDecoder:
+        hidden = config.hidden[::-1]
+        return cls(config.image_shape, hidden, latent_dim, params_per_channel, config.activation)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z)).view(-1, *self.out_shape)

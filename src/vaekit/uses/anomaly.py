@@ -1,129 +1,56 @@
-"""Anomaly detection: a VAE's surprise -log p(x) and related scores, in bits per example.
-
-Scores (higher = more anomalous, in bits):
-- surprise: -log2 p(x), importance-sampled with K samples from q(z|x);
-- elbo: -ELBO / ln 2 (K-sample reconstruction, analytic KL);
-- reconstruction: -E_q[log p(x|z)] / ln 2;
-- complexity: surprise minus the input's length under a generic lossless coder (PNG), the
-  correction of Serrà et al. (2020) for likelihoods that favour simple inputs from other
-  domains;
-- ratio: surprise minus the surprise of a local background model fitted to the same data
-  (`uses.background`): a likelihood ratio (Ren et al. 2019; Schirrmeister et al. 2020) that
-  cancels what local pixel statistics explain and keeps what the VAE's global model adds.
-  For single-channel binary-pixel images; `score="auto"` picks it there, else surprise.
-
-`AnomalyDetector` wraps training and scoring in scikit-learn's outlier-detector conventions.
+"""`AnomalyDetector`: train a model on normal data and flag what it finds surprising, with
+scikit-learn's outlier-detector conventions. The scores themselves are in
+`vaekit.uses.anomaly_scores`; the pixel mode is the fitted model's own.
 """
 
 from __future__ import annotations
 
-import io
+import copy
+import inspect
 import json
-import math
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from vaekit.checkpoint import CHECKPOINT_NAME, TrainingState, load_checkpoint, save_checkpoint
 from vaekit.config import apply_overrides, preset
-from vaekit.data.pixels import BINARY_MODES, prepare_split, to_values
 from vaekit.data.sources import Dataset, to_uint8
+from vaekit.data.splits import load_splits
 from vaekit.errors import DataError, VaekitError
-from vaekit.evaluation import per_example
 from vaekit.fileio import atomic_write_bytes, atomic_write_text
-from vaekit.model import VAE
-from vaekit.uses.background import LocalPixelModel, fit_local_model, local_log_prob
+from vaekit.runs import read_metrics
+from vaekit.uses.anomaly_scores import SCORES, anomaly_scores
+from vaekit.uses.background import LocalPixelModel, fit_local_model
 
-SCORES = ("surprise", "elbo", "reconstruction", "complexity", "ratio")
 DETECTOR_FILE = "detector.json"
 BACKGROUND_FILE = "background.safetensors"
-_LN2 = math.log(2.0)
 
 
-def png_bits(images: np.ndarray) -> np.ndarray:
-    """Length in bits of each uint8 image (N, C, H, W) as an optimized PNG."""
-    out = np.empty(len(images))
-    for i, im in enumerate(images):
-        arr = im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0)
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format="PNG", optimize=True)
-        out[i] = 8 * buf.tell()
-    return out
+class _RenamedParameters(type):
+    """Accepts `score=` (the old name of `score_kind`) with a FutureWarning. An attribute or
+    parameter named `score` would shadow scikit-learn's `score` method, so the old name is
+    translated before the constructor sees it."""
+
+    def __call__(cls, *args: Any, **kwargs: Any):
+        if "score" in kwargs:
+            warnings.warn(
+                "AnomalyDetector(score=...) is deprecated: use score_kind=... (`score` "
+                "shadowed scikit-learn's score method)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            kwargs.setdefault("score_kind", kwargs.pop("score"))
+        return super().__call__(*args, **kwargs)
 
 
-def all_scores(
-    model: VAE,
-    values: torch.Tensor,
-    pixels: str,
-    k: int = 100,
-    seed: int = 0,
-    batch_size: int = 200,
-    complexity: bool = True,
-    background: LocalPixelModel | None = None,
-) -> dict[str, np.ndarray]:
-    """Every score kind (bits, higher = more anomalous) from one importance-sampling pass;
-    `complexity=False` skips the PNG encoding that only the complexity score needs, and the
-    ratio score is there when a `background` model is given."""
-    was_training = model.training
-    terms = per_example(model, values, pixels, k=k, batch_size=batch_size, seed=seed)
-    model.train(was_training)
-    out = {
-        "surprise": (-terms["log_px"] / _LN2).cpu().numpy(),
-        "elbo": (-terms["elbo"] / _LN2).cpu().numpy(),
-        "reconstruction": (-terms["reconstruction"] / _LN2).cpu().numpy(),
-    }
-    if complexity and pixels != "tabular":
-        shown = values.cpu().numpy()
-        if pixels in BINARY_MODES:
-            shown = shown * 255
-        out["complexity"] = out["surprise"] - png_bits(np.rint(shown).astype(np.uint8))
-    if background is not None:
-        x = to_values(values, pixels, train=False).cpu()
-        out["ratio"] = out["surprise"] + (local_log_prob(background, x) / _LN2).numpy()
-    return out
-
-
-def anomaly_scores(
-    model: VAE,
-    values: torch.Tensor,
-    pixels: str,
-    score: str = "surprise",
-    k: int = 100,
-    seed: int = 0,
-    batch_size: int = 200,
-    background: LocalPixelModel | None = None,
-) -> np.ndarray:
-    """One score kind in bits (higher = more anomalous) for prepared inputs."""
-    if score not in SCORES:
-        raise VaekitError(f"unknown score {score!r}; choose from {', '.join(SCORES)}")
-    if score == "complexity" and pixels == "tabular":
-        raise VaekitError("the complexity score needs images (a PNG length); use surprise")
-    if score == "ratio" and background is None:
-        raise VaekitError(
-            "the ratio score needs a background model: it exists for single-channel images "
-            "with binary pixels fitted by vaekit.AnomalyDetector; use surprise otherwise"
-        )
-    scores = all_scores(
-        model,
-        values,
-        pixels,
-        k,
-        seed,
-        batch_size,
-        complexity=score == "complexity",
-        background=background if score == "ratio" else None,
-    )
-    return scores[score]
-
-
-class AnomalyDetector(OutlierMixin, BaseEstimator):
+class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters):
     """A VAE anomaly detector with scikit-learn's outlier-detector interface.
 
     `fit(X)` trains a VAE on normal data X: images (N, H, W) / (N, C, H, W) as uint8 or
@@ -131,15 +58,17 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     `score_samples` is minus the score in bits (higher = more normal); `predict` gives +1 for
     inliers and -1 for outliers against a threshold set from `contamination` on the training
     data, or by `calibrate(X_normal, quantile)` on held-out normal data.
-    `score="auto"` (the default) is the likelihood ratio against a local background model
-    for single-channel binary-pixel images and the surprise otherwise; a fitted detector
-    says which in `_score_kind()`. Scoring runs on the device the VAE trained on.
+    `score_kind="auto"` (the default) is the likelihood ratio against a local background
+    model for single-channel binary-pixel images and the surprise otherwise; a fitted
+    detector says which in `_score_kind()`. `pixels` is the pixel mode the model is trained
+    with (images only; default dynamic-binary). Scoring runs on the device the VAE trained on.
+    The old name of `score_kind`, `score`, still works and warns.
     """
 
     def __init__(
         self,
         preset: str = "anomaly",
-        score: str = "auto",
+        score_kind: str = "auto",
         k: int = 100,
         pixels: str | None = None,
         epochs: int | None = None,
@@ -149,7 +78,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         progress: bool = False,
     ):
         self.preset = preset
-        self.score = score
+        self.score_kind = score_kind
         self.k = k
         self.pixels = pixels
         self.epochs = epochs
@@ -206,23 +135,26 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
                 f"images shaped {images.shape[1:]} do not match the "
                 f"{tuple(self.image_shape_)} the detector was fitted on"
             )
-        return torch.from_numpy(np.ascontiguousarray(images))
+        # a copy where the input is read-only (np.frombuffer): torch warns on such arrays
+        return torch.from_numpy(np.array(images, copy=not images.flags.writeable, order="C"))
 
     def _ratio_applies(self) -> bool:
         return (
-            self.input_kind_ == "images"
-            and self.image_shape_[0] == 1
-            and self._pixels() in BINARY_MODES
+            self.input_kind_ == "images" and self.image_shape_[0] == 1 and self.model_.pixels.binary
         )
+
+    def _configured_kind(self) -> str:
+        return self.score_kind
 
     def _score_kind(self, score: str | None = None) -> str:
         """The score in use: `score`, else the detector's, with "auto" resolved."""
-        score = score or self.score
+        score = score or self._configured_kind()
         if score == "auto":
             return "ratio" if self._ratio_applies() else "surprise"
         return score
 
-    def _pixels(self) -> str:
+    def _training_pixels(self) -> str:
+        """The pixel mode the model is trained with (then it is the model's own)."""
         if self.input_kind_ == "tabular":
             return "tabular"
         return self.pixels or "dynamic-binary"
@@ -233,16 +165,17 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """Train the VAE on (normal) X and set the threshold from `contamination`."""
         from vaekit.training import resolve_device, train
 
-        if self.score not in (*SCORES, "auto"):
+        kind = self._configured_kind()
+        if kind not in (*SCORES, "auto"):
             choices = ", ".join(("auto", *SCORES))
-            raise VaekitError(f"unknown score {self.score!r}; choose from {choices}")
+            raise VaekitError(f"unknown score {kind!r}; choose from {choices}")
         if not 0.0 < self.contamination < 0.5:
             raise VaekitError("contamination must be in (0, 0.5)")
         data = self._prepare(X, fitting=True)
         if len(data) < 2:
             raise DataError("need at least 2 examples to fit")
         cfg = apply_overrides(preset(self.preset), list(self.overrides))
-        cfg.train.pixels = self._pixels()
+        cfg.model.pixels = self._training_pixels()
         cfg.train.seed = self.seed
         cfg.train.data = "<in-memory>"
         if self.epochs is not None:
@@ -256,15 +189,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             # Score where it trained: a GPU-trained conv detector is slow to score on a CPU.
             device = str(resolve_device(cfg.train.device))
             self.model_, self.config_, _ = load_checkpoint(tmp, map_location=device)
-            lines = (Path(tmp) / "metrics.jsonl").read_text().splitlines()
-            self.training_metrics_ = [json.loads(r) for r in lines]
+            self.training_metrics_ = read_metrics(Path(tmp))
         self.background_ = None
         if self._ratio_applies():
-            self.background_ = fit_local_model(data, self._pixels(), seed=self.seed, device=device)
+            self.background_ = fit_local_model(
+                data, self.model_.pixels, seed=self.seed, device=device
+            )
         elif self._score_kind() == "ratio":
             raise VaekitError(
-                "the ratio score needs single-channel images with binary pixels; "
-                f"this detector has {self.input_kind_} data and {self._pixels()} pixels"
+                "the ratio score needs single-channel images with binary pixels; this detector "
+                f"has {self.input_kind_} data and {self.model_.pixels.name} pixels"
             )
         self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
         return self
@@ -272,12 +206,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
     def anomaly_score(self, X: Any, score: str | None = None) -> np.ndarray:
         """Scores in bits, higher = more anomalous (`score` overrides the detector's)."""
         check_is_fitted(self, "model_")
-        values = prepare_split(self._prepare(X, fitting=False), self._pixels(), train=False)
+        prepared = self.model_.pixels.prepare(self._prepare(X, fitting=False), train=False)
         kind = self._score_kind(score)
+        # Scored in float64: float32 matmuls round differently for different batch sizes,
+        # and an example's score must not depend on the examples scored beside it.
         return anomaly_scores(
-            self.model_,
-            values,
-            self._pixels(),
+            copy.deepcopy(self.model_).double(),
+            prepared,
             kind,
             self.k,
             self.seed,
@@ -288,10 +223,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         """The background model; for a plain `vaekit train` run, fitted now on its training
         data (the run's config says where that is)."""
         if getattr(self, "background_", None) is None and self._ratio_applies():
-            from vaekit.training import load_splits
-
             train = load_splits(self.config_, torch.device("cpu")).train
-            self.background_ = fit_local_model(train, self._pixels(), seed=self.seed)
+            self.background_ = fit_local_model(train, self.model_.pixels, seed=self.seed)
         return self.background_
 
     def score_samples(self, X: Any) -> np.ndarray:
@@ -313,6 +246,24 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             raise VaekitError("quantile must be in (0, 1)")
         self.offset_ = float(np.quantile(self.score_samples(X_normal), 1.0 - quantile))
         return self
+
+    def set_threshold_by_contamination(self, scores: np.ndarray, contamination: float) -> float:
+        """Set the threshold so that a fraction `contamination` of these anomaly scores (bits)
+        lies above it; returns the threshold in bits."""
+        if not 0.0 < contamination < 1.0:
+            raise VaekitError("contamination must be in (0, 1)")
+        self.offset_ = -float(np.quantile(scores, 1.0 - contamination))
+        return -self.offset_
+
+    @property
+    def threshold_bits(self) -> float:
+        """Anomaly scores above this many bits are flagged."""
+        check_is_fitted(self, "offset_")
+        return -self.offset_
+
+    def flag(self, scores: np.ndarray) -> np.ndarray:
+        """Which anomaly scores (bits, from `anomaly_score`) lie above the threshold."""
+        return np.asarray(scores) > self.threshold_bits
 
     # ---- persistence ---------------------------------------------------------------------
 
@@ -357,7 +308,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
         f = path / DETECTOR_FILE
         if f.exists():
             state = json.loads(f.read_text())
-            det = cls(**{**state["params"], "overrides": tuple(state["params"]["overrides"])})
+            params = dict(state["params"])
+            if "score_kind" not in params:  # detector.json written before the rename
+                params["score_kind"] = params.pop("score", "auto")
+            det = cls(**{**params, "overrides": tuple(params["overrides"])})
             det.input_kind_, det.offset_ = state["input_kind"], state["offset"]
             det.n_features_in_ = state["n_features_in"]
             if det.input_kind_ == "tabular":
@@ -368,8 +322,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator):
             if "background" in state:
                 det.background_ = _load_background(path / BACKGROUND_FILE, state["background"])
         else:
-            det = cls(pixels=cfg.train.pixels)
-            det.input_kind_ = "tabular" if cfg.train.pixels == "tabular" else "images"
+            det = cls(pixels=cfg.model.pixels)
+            det.input_kind_ = "images" if model.pixels.images else "tabular"
             if det.input_kind_ == "tabular":
                 raise VaekitError(
                     f"{path}: a tabular run needs its detector.json (the feature "
@@ -392,3 +346,9 @@ def _load_background(path: Path, spec: dict[str, int]) -> LocalPixelModel:
     except (OSError, SafetensorError, RuntimeError, KeyError, TypeError) as e:
         raise VaekitError(f"{path}: cannot load the detector's background model: {e}") from e
     return model.eval()
+
+
+# inspect.signature(AnomalyDetector) would otherwise report the metaclass's (*args, **kwargs).
+AnomalyDetector.__signature__ = inspect.signature(AnomalyDetector.__init__).replace(
+    parameters=list(inspect.signature(AnomalyDetector.__init__).parameters.values())[1:]
+)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaekit.data.pixels import to_values
+from vaekit.data.pixels import PixelMode, pixel_mode
 
 
 class LocalPixelModel(nn.Module):
@@ -53,7 +53,7 @@ class LocalPixelModel(nn.Module):
 
 def fit_local_model(
     images: torch.Tensor,
-    pixels: str,
+    pixels: str | PixelMode,
     epochs: int = 5,
     batch_size: int = 128,
     lr: float = 3e-3,
@@ -65,6 +65,7 @@ def fit_local_model(
     `device` and returns the model on the CPU (scoring it is cheap)."""
     if images.shape[1] != 1:
         raise ValueError("the local background model handles single-channel images")
+    mode = pixel_mode(pixels)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -76,7 +77,7 @@ def fit_local_model(
     for _ in range(epochs):
         for idx in torch.randperm(n, generator=g).split(batch_size):
             # binarized on the CPU from the seeded generator: the same bits on every device
-            x = to_values(images[idx], pixels, train=True, generator=g).to(device)
+            x = mode.values(images[idx], train=True, noise=g).to(device)
             loss = -model.log_prob(x).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -87,5 +88,5 @@ def fit_local_model(
 
 @torch.no_grad()
 def local_log_prob(model: LocalPixelModel, values: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-    """log p(x) in nats for prepared values (see `data.to_values`), in batches."""
+    """log p(x) in nats for prepared values (see `PixelMode.values`), in batches."""
     return torch.cat([model.log_prob(values[i : i + batch]) for i in range(0, len(values), batch)])

@@ -1,14 +1,18 @@
-"""Bits-back ANS coding of images with a VAE (Townsend et al. 2019, "BB-ANS").
+"""Bits-back ANS coding of images with a latent-variable model (Townsend et al. 2019, "BB-ANS").
 
-Per batch, the encoder pops a discretized z from q(z|x) off the ANS stack (getting bits
-back), pushes x under p(x|z), then pushes z under p(z); the decoder undoes this in reverse.
-The rate approaches -ELBO. The entropy coder is constriction's stack `AnsCoder`.
+Per batch, the encoder pops each latent group from q (top-down, getting bits back), pushes
+x under p(x|z), then pushes the groups under their priors; the decoder undoes this in
+reverse. The rate approaches -ELBO. The entropy coder is constriction's stack `AnsCoder`.
 
-Latents live on a grid of width 2^-LATENT_BITS over [-LATENT_RANGE, LATENT_RANGE]; prior and
-posterior are `QuantizedGaussian`s on the same grid, so the buckets match exactly. Encoder and
-decoder must compute identical probabilities: the batch composition is fixed, and network
-outputs are rounded onto a coarse float64 grid before they become probabilities, so that
-float noise in the last bits cannot change a table. A checksum of the data guards the rest.
+The coder asks the model only for `coding_posterior`, `coding_prior` and `decode_params`,
+and asks the likelihood to push and pop pixels (`Likelihood.push/pop`): nothing here depends
+on which likelihood, prior or model family it codes with. Latents live on a grid of width
+2^-LATENT_BITS over [-LATENT_RANGE, LATENT_RANGE]; priors and posteriors are quantized onto
+the same buckets. A prior is a diagonal Gaussian or a mixture of them (a VampPrior); a
+mixture's component is itself coded by bits-back: popped from p(c | z), pushed under p(c).
+Encoder and decoder must compute identical probabilities: the batch composition is fixed,
+and parameters are rounded onto a coarse float64 grid (`round_to_grid`) before they become
+probabilities, so that float noise in the last bits cannot change a table.
 """
 
 from __future__ import annotations
@@ -19,15 +23,18 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 import torch
+from torch.distributions import Distribution, Independent, Normal
 from tqdm.auto import tqdm
 
+from vaekit.distributions.likelihoods import PARAM_GRID, round_to_grid
+from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.errors import VaekitError
-from vaekit.model import VAE
+from vaekit.models.base import LatentVariableModel
 
 LATENT_BITS = 10
 LATENT_RANGE = 16.0
 WINDOW_SIGMAS = 8.0  # a posterior is coded on its mean +- this many standard deviations
-PARAM_GRID = 2.0**-16  # network outputs are rounded to this before use
+PRECISION_BITS = 24  # constriction's probability precision: the most one pop can consume
 INIT_SEED = 0x5AE
 _model = constriction.stream.model
 
@@ -53,44 +60,41 @@ class CodingPlan:
         return [slice(a, b) for a, b in zip(ends[:-1], ends[1:], strict=True)]
 
 
-def _round(t: torch.Tensor) -> np.ndarray:
-    return np.round(t.detach().double().cpu().numpy() / PARAM_GRID) * PARAM_GRID
+def _np(t: torch.Tensor) -> np.ndarray:
+    return round_to_grid(t).cpu().numpy()
 
 
-class _Tables:
-    """Entropy models for one model: the prior, posteriors and likelihood."""
+def _gaussian_params(dist: Distribution) -> tuple[np.ndarray, np.ndarray]:
+    if not (isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)):
+        raise CodingError(f"bits-back coding needs Gaussian posteriors; got {type(dist).__name__}")
+    return _np(dist.base_dist.loc), _np(dist.base_dist.scale)
 
-    def __init__(self, model: VAE, latent_bits: int):
-        if model.config.prior != "standard-normal":
-            raise CodingError("bits-back coding here needs the standard normal prior")
-        self.model = model
+
+class LatentCoder:
+    """Quantized latents: pops from q(z|·) and pushes under p(z|·) on one grid."""
+
+    def __init__(self, latent_bits: int):
         self.scale = 2.0**latent_bits
-        r = int(LATENT_RANGE * self.scale)
-        self.range = r
-        self.latent_family = _model.QuantizedGaussian(-r, r)
+        self.range = int(LATENT_RANGE * self.scale)
+        self.family = _model.QuantizedGaussian(-self.range, self.range)
+        self.categorical = _model.Categorical(perfect=False)
         self._windows: dict[int, object] = {}
-        self.kind = model.likelihood.name
-        if self.kind == "bernoulli":
-            self.pixel_family = _model.Bernoulli(perfect=False)
-        elif self.kind == "logistic-mixture":
-            self.pixel_family = _model.Bernoulli(perfect=False)
-        else:
-            raise CodingError(
-                f"a model with a {self.kind} likelihood has no discrete p(x|z): lossless coding "
-                f"needs a binary (bernoulli) or 8-bit (logistic-mixture) model"
-            )
 
-    @torch.no_grad()
-    def posterior(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        q = self.model.encode(x)
-        mean = _round(q.mean * self.scale).ravel()
-        std = np.maximum(_round(q.stddev * self.scale), 0.5 * PARAM_GRID * self.scale).ravel()
+    def symbols_to_latents(self, symbols: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(symbols.astype(np.float32) / self.scale)
+
+    # ---- posterior: pop (bits back) and push --------------------------------------------
+
+    def posterior_params(self, q: Distribution) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation in grid units, rounded (the scale is a power of two,
+        so scaling before rounding is exact)."""
+        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
+            raise CodingError(f"bits-back coding needs Gaussian posteriors; got {type(q).__name__}")
+        mean = _np(q.base_dist.loc * self.scale)
+        std = np.maximum(_np(q.base_dist.scale * self.scale), 0.5 * PARAM_GRID * self.scale)
         return mean, std
 
-    def prior(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros(count), np.full(count, self.scale)
-
-    def _posterior_groups(self, mean: np.ndarray, std: np.ndarray):
+    def _windowed(self, mean: np.ndarray, std: np.ndarray):
         """Split latents into groups sharing a window [-w, w] around their rounded means.
 
         constriction's leaky quantization gives every symbol of a model's support at least
@@ -108,100 +112,81 @@ class _Tables:
                 self._windows[width] = _model.QuantizedGaussian(-int(width), int(width))
             yield self._windows[width], idx, centre[idx]
 
-    def pop_posterior(self, coder, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-        """Decode latent symbols from q(z|x): the bits back."""
+    def pop_posterior(self, coder, q: Distribution) -> np.ndarray:
+        """Decode latent symbols (B, D) from q: the bits back."""
+        mean, std = self.posterior_params(q)
+        shape, mean, std = mean.shape, mean.ravel(), std.ravel()
         out = np.empty(mean.size, dtype=np.int32)
-        for family, idx, centre in self._posterior_groups(mean, std):
-            u = coder.decode(family, mean[idx] - centre, std[idx])
-            out[idx] = u + centre.astype(np.int32)
-        return out
+        for family, idx, centre in self._windowed(mean, std):
+            out[idx] = coder.decode(family, mean[idx] - centre, std[idx]) + centre.astype(np.int32)
+        return out.reshape(shape)
 
-    def push_posterior(self, coder, symbols: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
-        """Undo `pop_posterior` (groups in reverse order: the coder is a stack)."""
-        for family, idx, centre in list(self._posterior_groups(mean, std))[::-1]:
-            u = (symbols[idx] - centre.astype(np.int32)).astype(np.int32)
+    def push_posterior(self, coder, symbols: np.ndarray, q: Distribution) -> None:
+        """Undo `pop_posterior` (windows in reverse order: the coder is a stack)."""
+        mean, std = self.posterior_params(q)
+        flat, mean, std = symbols.ravel(), mean.ravel(), std.ravel()
+        for family, idx, centre in list(self._windowed(mean, std))[::-1]:
+            u = (flat[idx] - centre.astype(np.int32)).astype(np.int32)
             coder.encode_reverse(u, family, mean[idx] - centre, std[idx])
 
-    def latents(self, symbols: np.ndarray, b: int) -> torch.Tensor:
-        return torch.from_numpy(symbols.astype(np.float32) / self.scale).view(b, -1)
+    # ---- prior: push and pop ------------------------------------------------------------
 
-    @torch.no_grad()
-    def likelihood_params(self, z: torch.Tensor) -> list[torch.Tensor]:
-        """Decoder outputs for latents z, rounded, as float64 tensors with one row per pixel."""
-        params = self.model.decoder(z)
-        if self.kind == "bernoulli":
-            return [_round_t(params).reshape(-1)]
-        base = self.model.likelihood.distribution(params).base_dist
-        k = base.logits.shape[-1]
-        w = torch.softmax(_round_t(base.logits).reshape(-1, k), -1)
-        means = _round_t(base.means).reshape(-1, k)
-        inv_scales = torch.exp(-_round_t(base.log_scales).reshape(-1, k))
-        return [w, means, inv_scales]
+    def _on_grid(self, loc: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return loc * self.scale, np.maximum(scale * self.scale, 0.5 * PARAM_GRID)
 
-    def encode_pixels(self, coder, x: np.ndarray, params: list[torch.Tensor]) -> None:
-        """Push pixels x (flat) under p(x|z)."""
-        if self.kind == "bernoulli":
-            p = torch.sigmoid(params[0]).numpy()
-            coder.encode_reverse(x.astype(np.int32), self.pixel_family, p)
+    def _mixture(self, p: DiagonalGaussianMixture):
+        logits, loc, scale = _np(p.logits), _np(p.loc), _np(p.scale)
+        weights = np.exp(logits - logits.max())
+        return weights / weights.sum(), loc, scale
+
+    def _component_posterior(self, symbols, weights, loc, scale) -> np.ndarray:
+        """p(c | z) per row of symbols (B, D), from the component densities at z (float64,
+        elementwise numpy: the same on both sides of the stream)."""
+        z = symbols.astype(np.float64)[:, None, :] / self.scale  # (B, 1, D)
+        log_n = -0.5 * ((z - loc) / scale) ** 2 - np.log(scale)  # (B, K, D)
+        log_post = log_n.sum(-1) + np.log(weights)
+        log_post -= log_post.max(-1, keepdims=True)
+        post = np.exp(log_post)
+        return post / post.sum(-1, keepdims=True)
+
+    def push_prior(self, coder, symbols: np.ndarray, p: Distribution) -> None:
+        """Encode latent symbols (B, D) under p(z|·)."""
+        b = symbols.shape[0]
+        if isinstance(p, DiagonalGaussianMixture):
+            weights, loc, scale = self._mixture(p)
+            post = self._component_posterior(symbols, weights, loc, scale)
+            c = coder.decode(self.categorical, post).astype(np.int64)  # bits back for c
+            m, s = self._on_grid(loc[c], scale[c])
+            coder.encode_reverse(
+                symbols.ravel().astype(np.int32), self.family, m.ravel(), s.ravel()
+            )
+            coder.encode_reverse(c.astype(np.int32), self.categorical, np.tile(weights, (b, 1)))
             return
-        # 8 binary decisions per pixel down a binary search of 0..255, each with the exact
-        # conditional probability of the upper half; the decoder reads level 1 first, so
-        # the encoder pushes level 8 first.
-        search = _BinarySearch(params)
-        xt = torch.from_numpy(x.astype(np.float64))
-        levels = []
-        for _ in range(8):
-            p = search.upper_probability()
-            bit = xt >= search.mid
-            levels.append((bit.numpy().astype(np.int32), p.numpy()))
-            search.descend(bit)
-        for bit, p in reversed(levels):
-            coder.encode_reverse(bit, self.pixel_family, p)
+        loc, scale = _gaussian_params(p)
+        m, s = self._on_grid(
+            np.broadcast_to(loc, symbols.shape), np.broadcast_to(scale, symbols.shape)
+        )
+        coder.encode_reverse(symbols.ravel().astype(np.int32), self.family, m.ravel(), s.ravel())
 
-    def decode_pixels(self, coder, params: list[torch.Tensor]) -> np.ndarray:
-        """Pop pixels (flat) under p(x|z)."""
-        if self.kind == "bernoulli":
-            return coder.decode(self.pixel_family, torch.sigmoid(params[0]).numpy())
-        search = _BinarySearch(params)
-        for _ in range(8):
-            p = search.upper_probability()
-            bit = coder.decode(self.pixel_family, p.numpy())
-            search.descend(torch.from_numpy(bit.astype(bool)))
-        return search.lo.numpy()
+    def pop_prior(self, coder, p: Distribution, b: int, d: int) -> np.ndarray:
+        """Decode latent symbols (b, d) pushed by `push_prior`."""
+        if isinstance(p, DiagonalGaussianMixture):
+            weights, loc, scale = self._mixture(p)
+            c = coder.decode(self.categorical, np.tile(weights, (b, 1))).astype(np.int64)
+            m, s = self._on_grid(loc[c], scale[c])
+            symbols = coder.decode(self.family, m.ravel(), s.ravel()).reshape(b, d)
+            post = self._component_posterior(symbols, weights, loc, scale)
+            coder.encode_reverse(c.astype(np.int32), self.categorical, post)
+            return symbols
+        loc, scale = _gaussian_params(p)
+        m, s = self._on_grid(np.broadcast_to(loc, (b, d)), np.broadcast_to(scale, (b, d)))
+        return coder.decode(self.family, m.ravel(), s.ravel()).reshape(b, d)
 
 
-def _round_t(t: torch.Tensor) -> torch.Tensor:
-    return torch.round(t.detach().double() / PARAM_GRID) * PARAM_GRID
-
-
-class _BinarySearch:
-    """Per-pixel interval [lo, hi) of levels with the mixture CDF at both ends, narrowed one
-    bit at a time; each step evaluates the CDF only at the midpoint."""
-
-    def __init__(self, params: list[torch.Tensor]):
-        self.w, means, inv_scales = params
-        # sigmoid((edge - mean) / scale) = sigmoid(edge * a + b): one fused op per level.
-        self.a, self.b = inv_scales, -means * inv_scales
-        n = self.w.shape[0]
-        self.lo = torch.zeros(n, dtype=torch.float64)
-        self.hi = torch.full((n,), 256.0, dtype=torch.float64)
-        self.c_lo = torch.zeros(n, dtype=torch.float64)
-        self.c_hi = torch.ones(n, dtype=torch.float64)
-
-    def upper_probability(self) -> torch.Tensor:
-        """P(x >= mid | lo <= x < hi), 1/2 where the interval has (numerically) no mass."""
-        self.mid = (self.lo + self.hi) / 2
-        edge = ((self.mid - 0.5) / 127.5 - 1.0).unsqueeze(-1)
-        self.c_mid = (self.w * torch.sigmoid(torch.addcmul(self.b, edge, self.a))).sum(-1)
-        mass = self.c_hi - self.c_lo
-        p = torch.where(mass > 1e-300, (self.c_hi - self.c_mid) / mass.clamp_min(1e-300), 0.5)
-        return p.clamp(0.0, 1.0)
-
-    def descend(self, upper: torch.Tensor) -> None:
-        self.lo = torch.where(upper, self.mid, self.lo)
-        self.c_lo = torch.where(upper, self.c_mid, self.c_lo)
-        self.hi = torch.where(upper, self.hi, self.mid)
-        self.c_hi = torch.where(upper, self.c_hi, self.c_mid)
+def pops_per_image(model: LatentVariableModel) -> int:
+    """Pops from q and from mixture posteriors p(c|z) per image: each may consume up to
+    `PRECISION_BITS` from the stack before this image has pushed anything."""
+    return model.latent_dim + len(model.group_dims)
 
 
 def _initial_words(count: int) -> np.ndarray:
@@ -210,49 +195,69 @@ def _initial_words(count: int) -> np.ndarray:
     return rng.integers(1, 2**32, count, dtype=np.uint64).astype(np.uint32)
 
 
-def _check_images(model: VAE, images: np.ndarray) -> np.ndarray:
-    if images.ndim != 4 or list(images.shape[1:]) != list(model.config.image_shape):
+def check_codable(model: LatentVariableModel, values: np.ndarray) -> None:
+    """Refuse what this model cannot code, with the reason."""
+    if not model.likelihood.codable:
         raise CodingError(
-            f"images shaped {tuple(images.shape)} do not match the model's "
+            f"a model with a {model.likelihood.name} likelihood has no discrete p(x|z): lossless "
+            f"coding needs a binary (bernoulli) or 8-bit (logistic-mixture) model"
+        )
+    if values.ndim != 4 or list(values.shape[1:]) != list(model.config.image_shape):
+        raise CodingError(
+            f"images shaped {tuple(values.shape)} do not match the model's "
             f"(N, {', '.join(map(str, model.config.image_shape))})"
         )
-    if images.shape[0] == 0:
+    if values.shape[0] == 0:
         raise CodingError("no images to code")
-    if images.dtype != np.uint8:
-        raise CodingError(f"images must be uint8, got {images.dtype}")
-    if model.likelihood.name == "bernoulli" and images.max() > 1:
-        raise CodingError(
-            "this model codes binary images (values 0/1); the input has other values: "
-            "binarize it first or use an 8-bit model"
-        )
-    return images
+    if values.dtype != np.uint8:
+        raise CodingError(f"images must be uint8, got {values.dtype}")
+
+
+@torch.no_grad()
+def _posteriors(model, latents: LatentCoder, coder, x: torch.Tensor) -> list[np.ndarray]:
+    symbols, upper = [], []
+    for _ in model.group_dims:
+        sym = latents.pop_posterior(coder, model.coding_posterior(x, upper))
+        symbols.append(sym)
+        upper.append(latents.symbols_to_latents(sym))
+    return symbols
+
+
+@torch.no_grad()
+def _decoded(model, latents: LatentCoder, symbols: list[np.ndarray]) -> Distribution:
+    z = torch.cat([latents.symbols_to_latents(s) for s in symbols], -1)
+    return model.likelihood.coding_distribution(model.decode_params(z))
 
 
 def encode(
-    model: VAE, images: np.ndarray, batch_size: int = 100, progress: bool = False
+    model: LatentVariableModel, values: np.ndarray, batch_size: int = 100, progress: bool = False
 ) -> tuple[np.ndarray, CodingPlan]:
-    """Bits-back encode uint8 images (N, C, H, W) into ANS words (uint32)."""
-    images = _check_images(model, images)
+    """Bits-back encode integer values (N, C, H, W) as uint8 into ANS words (uint32)."""
+    check_codable(model, values)
     model.eval()
-    tables = _Tables(model, LATENT_BITS)
-    # A decoded latent consumes at most the coder's 24-bit probability precision. Each batch is
-    # sized so that this worst case is covered by bits already on the stack: popping from an
-    # underflowing stack would get no bits back. Batches start at one image and grow
-    # geometrically to `batch_size`; only the first image's pops use the initial words.
-    worst_bits = model.latent_dim * 24
+    latents = LatentCoder(LATENT_BITS)
+    # Each batch is sized so that its worst-case pops are covered by bits already on the
+    # stack (popping from an underflowing stack would get no bits back). Batches start at one
+    # image and grow geometrically to `batch_size`; only the first image uses the initial words.
+    worst_bits = pops_per_image(model) * PRECISION_BITS
     init = math.ceil(worst_bits / 32) + 2
     coder = constriction.stream.stack.AnsCoder(_initial_words(init))
     sizes: list[int] = []
     done = 0
-    bar = tqdm(total=len(images), desc="compress", unit="img", disable=not progress)
-    while done < len(images):
-        b = int(min(batch_size, len(images) - done, max(1, coder.num_bits() // worst_bits)))
-        x_np = images[done : done + b]
-        mean, std = tables.posterior(torch.from_numpy(x_np).float())
-        z_sym = tables.pop_posterior(coder, mean, std)
-        params = tables.likelihood_params(tables.latents(z_sym, b))
-        tables.encode_pixels(coder, x_np.reshape(-1), params)
-        coder.encode_reverse(z_sym, tables.latent_family, *tables.prior(z_sym.size))
+    bar = tqdm(total=len(values), desc="compress", unit="img", disable=not progress)
+    while done < len(values):
+        b = int(min(batch_size, len(values) - done, max(1, coder.num_bits() // worst_bits)))
+        x_np = values[done : done + b]
+        x = torch.from_numpy(x_np).float()
+        symbols = _posteriors(model, latents, coder, x)
+        model.likelihood.push(coder, x_np, _decoded(model, latents, symbols))
+        upper: list[torch.Tensor] = []
+        priors = []
+        for sym in symbols:
+            priors.append(model.coding_prior(upper))
+            upper.append(latents.symbols_to_latents(sym))
+        for sym, p in list(zip(symbols, priors, strict=True))[::-1]:
+            latents.push_prior(coder, sym, p)
         sizes.append(b)
         done += b
         bar.update(b)
@@ -260,23 +265,34 @@ def encode(
     return coder.get_compressed(), CodingPlan(tuple(sizes), LATENT_BITS, init)
 
 
-def decode(model: VAE, words: np.ndarray, plan: CodingPlan, progress: bool = False) -> np.ndarray:
-    """Invert `encode`: ANS words back to the uint8 images (N, C, H, W)."""
+def decode(
+    model: LatentVariableModel, words: np.ndarray, plan: CodingPlan, progress: bool = False
+) -> np.ndarray:
+    """Invert `encode`: ANS words back to the uint8 values (N, C, H, W)."""
     model.eval()
-    tables = _Tables(model, plan.latent_bits)
+    latents = LatentCoder(plan.latent_bits)
     shape = tuple(model.config.image_shape)
-    d = model.latent_dim
     out = np.empty((plan.n, *shape), dtype=np.uint8)
     try:
         coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
-        for sl in tqdm(plan.batches()[::-1], desc="decompress", unit="batch", disable=not progress):
-            b = sl.stop - sl.start
-            z_sym = coder.decode(tables.latent_family, *tables.prior(b * d))
-            params = tables.likelihood_params(tables.latents(z_sym, b))
-            x_np = tables.decode_pixels(coder, params).astype(np.uint8).reshape(b, *shape)
-            out[sl] = x_np
-            mean, std = tables.posterior(torch.from_numpy(x_np).float())
-            tables.push_posterior(coder, z_sym, mean, std)
+        with torch.no_grad():
+            for sl in tqdm(
+                plan.batches()[::-1], desc="decompress", unit="batch", disable=not progress
+            ):
+                b = sl.stop - sl.start
+                symbols: list[np.ndarray] = []
+                upper: list[torch.Tensor] = []
+                for d in model.group_dims:
+                    sym = latents.pop_prior(coder, model.coding_prior(upper), b, d)
+                    symbols.append(sym)
+                    upper.append(latents.symbols_to_latents(sym))
+                dist = _decoded(model, latents, symbols)
+                x_np = model.likelihood.pop(coder, dist).astype(np.uint8).reshape(b, *shape)
+                out[sl] = x_np
+                x = torch.from_numpy(x_np).float()
+                posteriors = [model.coding_posterior(x, upper[:i]) for i in range(len(symbols))]
+                for sym, q in list(zip(symbols, posteriors, strict=True))[::-1]:
+                    latents.push_posterior(coder, sym, q)
         rest = coder.get_compressed()
     except (ValueError, RuntimeError, AssertionError, OverflowError, KeyError, IndexError) as e:
         raise CodingError(f"the bitstream does not decode with this model ({e})") from e

@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vaekit.checkpoint import weights_fingerprint
 from vaekit.data.idx import parse_idx, read_idx
 from vaekit.data.sources import IMAGE_SUFFIXES, read_image_folder, read_images
+from vaekit.errors import DataError
 from vaekit.fileio import atomic_write_bytes
-from vaekit.model import VAE
-from vaekit.uses.bitsback import CodingError, CodingPlan, decode, encode
+from vaekit.models import LatentVariableModel
+from vaekit.uses.bitsback import CodingError, CodingPlan, check_codable, decode, encode
 
 MAGIC = b"VKZ\x1a"
 FORMAT_VERSION = 2
@@ -43,27 +45,19 @@ def _sha256(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
-def _pixel_kind(model: VAE) -> str:
-    return "binary" if model.likelihood.name == "bernoulli" else "8bit"
-
-
-def to_model_values(images: np.ndarray, model: VAE) -> tuple[np.ndarray, int]:
-    """Binary inputs may be 0/1 or 0/255; return 0/1 values and the value that meant 1."""
-    if _pixel_kind(model) != "binary":
-        return images, 1
-    values = np.unique(images)
-    if set(values.tolist()) <= {0, 1}:
-        return images, 1
-    if set(values.tolist()) <= {0, 255}:
-        return (images // 255).astype(np.uint8), 255
-    raise CodingError(
-        f"this model codes binary images, but the input holds {len(values)} distinct values "
-        f"(e.g. {values[:5].tolist()}): binarize it or use an 8-bit model"
-    )
+def to_model_values(images: np.ndarray, model: LatentVariableModel) -> tuple[np.ndarray, int]:
+    """The values the model's pixel mode codes, and the factor back to the stored pixels
+    (binary images may be stored as 0/1 or 0/255)."""
+    if not model.likelihood.codable:
+        check_codable(model, images)  # says why this model cannot code
+    try:
+        return model.pixels.code_values(images)
+    except DataError as e:
+        raise CodingError(str(e)) from e
 
 
 def compress(
-    model: VAE,
+    model: LatentVariableModel,
     images: np.ndarray,
     container: Container | None = None,
     progress: bool = False,
@@ -78,7 +72,7 @@ def compress(
     header = {
         "fingerprint": weights_fingerprint(model),
         "likelihood": model.likelihood.name,
-        "pixel_kind": _pixel_kind(model),
+        "pixels": model.pixels.name,
         "shape": list(images.shape),
         "one_value": one,
         "sha256": _sha256(images),
@@ -145,13 +139,13 @@ def _plan(p: dict[str, Any]) -> CodingPlan:
     return plan
 
 
-def decompress(model: VAE, data: bytes, progress: bool = False) -> np.ndarray:
+def decompress(model: LatentVariableModel, data: bytes, progress: bool = False) -> np.ndarray:
     """Decode bytes from `compress` back to the exact uint8 images (N, C, H, W)."""
     return _decode(model, *read_header(data), progress=progress)
 
 
 def _decode(
-    model: VAE, header: dict[str, Any], words: np.ndarray, progress: bool = False
+    model: LatentVariableModel, header: dict[str, Any], words: np.ndarray, progress: bool = False
 ) -> np.ndarray:
     fingerprint = weights_fingerprint(model)
     if header["fingerprint"] != fingerprint:
@@ -275,16 +269,47 @@ def _png_bytes(im) -> bytes:
     return buf.getvalue()
 
 
-def compress_file(model: VAE, src: str | Path, dst: str | Path, progress: bool = False) -> dict:
-    """Compress an IDX file, `.npy` array or image folder into a `.vkz` file."""
+def compress_file(
+    model: LatentVariableModel,
+    src: str | Path,
+    dst: str | Path,
+    progress: bool = False,
+    ideal_k: int | None = None,
+) -> dict[str, Any]:
+    """Compress an IDX file, `.npy` array or image folder into a `.vkz` file.
+
+    Returns the counts and the rate in bits/dim; with `ideal_k` also the model's own -ELBO
+    on the input (one pass, K=0) and, for ideal_k > 0, its importance-sampled -log p(x)."""
     images, container = read_container(src)
     data = compress(model, images, container, progress=progress)
     atomic_write_bytes(dst, data)
-    return {"images": len(images), "bytes": len(data), "bits_per_dim": 8 * len(data) / images.size}
+    out: dict[str, Any] = {
+        "images": len(images),
+        "bytes": len(data),
+        "raw_bytes": int(images.size),
+        "bits_per_dim": 8 * len(data) / images.size,
+    }
+    if ideal_k is not None:
+        out["ideal"] = ideal_rates(model, images, ideal_k, progress=progress)
+    return out
+
+
+def ideal_rates(
+    model: LatentVariableModel, images: np.ndarray, k: int = 0, progress: bool = False
+) -> dict[str, Any]:
+    """The model's own -ELBO (and for k > 0, -log p(x) by importance sampling) on images it
+    can code, in bits/dim: what the coder's rate is measured against."""
+    from vaekit.evaluation import evaluate
+
+    values, _ = to_model_values(np.asarray(images), model)
+    values = values if values.ndim == 4 else values[:, None]
+    return evaluate(
+        model, torch.from_numpy(values), k=k, batch_size=100, progress=progress, coded=True
+    )
 
 
 def decompress_file(
-    model: VAE, src: str | Path, dst: str | Path, progress: bool = False
+    model: LatentVariableModel, src: str | Path, dst: str | Path, progress: bool = False
 ) -> list[str]:
     """Decode a `.vkz` file and write the images back in their original container."""
     try:

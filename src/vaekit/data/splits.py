@@ -1,0 +1,77 @@
+"""Train/test splits on the device, prepared by the model's pixel mode, and their statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vaekit.config import Config
+from vaekit.data.pixels import pixel_mode
+from vaekit.data.sources import Dataset, load_dataset
+from vaekit.data.streaming import NpyShards, open_shards
+from vaekit.errors import VaekitError
+
+STREAM_TEST_LIMIT = 10000  # test images held in memory for the per-epoch ELBO when streaming
+
+
+@dataclass
+class Splits:
+    train: torch.Tensor | NpyShards  # uint8 (N, C, H, W) on the device, or streamed shards
+    test: torch.Tensor
+
+    @property
+    def image_shape(self) -> list[int]:
+        if isinstance(self.train, NpyShards):
+            return list(self.train.image_shape)
+        return list(self.train.shape[1:])
+
+
+def load_splits(config: Config, device: torch.device, dataset: Dataset | None = None) -> Splits:
+    """Read the configured dataset (or use `dataset`) and prepare both splits."""
+    t = config.train
+    try:
+        mode = pixel_mode(config.model.pixels)
+    except ValueError as e:
+        raise VaekitError(str(e)) from e
+    if t.stream:
+        if not mode.streamable:
+            raise VaekitError(
+                f"{mode.name} needs the whole split in memory; stream with "
+                "dynamic-binary, 8bit or continuous pixels"
+            )
+        train_shards, test_shards = open_shards(t.data)
+        n_test = min(len(test_shards), STREAM_TEST_LIMIT, t.limit or STREAM_TEST_LIMIT)
+        test = torch.stack([test_shards[i] for i in range(n_test)]).to(device)
+        return Splits(train_shards, mode.prepare(test, False))
+    ds = dataset if dataset is not None else load_dataset(t.data, t.data_dir)
+    train, test = ds.train, ds.test
+    if t.limit:
+        train, test = train[: t.limit], test[: max(1, t.limit // 6)]
+    tr = torch.from_numpy(train).to(device)
+    te = torch.from_numpy(test).to(device)
+    return Splits(mode.prepare(tr, True), mode.prepare(te, False))
+
+
+def sample_values(
+    train: torch.Tensor | NpyShards, mode_name: str, seed: int, n: int = 10000
+) -> torch.Tensor:
+    """Up to `n` training examples chosen with `seed`, as the pixel mode's float values."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    idx = torch.randperm(len(train), generator=g)[:n]
+    if isinstance(train, NpyShards):
+        raw = torch.stack([train[i] for i in idx.tolist()])
+    else:
+        raw = train[idx.to(train.device)]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return pixel_mode(mode_name).values(raw, train=True).float()
+
+
+def data_statistics(
+    train: torch.Tensor | NpyShards, mode_name: str, seed: int, n: int = 10000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel mean and standard deviation of the training values (each (C, H, W)),
+    from up to `n` images chosen with `seed`."""
+    values = sample_values(train, mode_name, seed, n)
+    return values.mean(0), values.std(0, correction=0)

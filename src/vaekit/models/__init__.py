@@ -1,0 +1,21 @@
+"""Models: the interface every use goes through, and its implementations (registered)."""
+
+from vaekit.models.base import (
+    MODELS,
+    Inference,
+    LatentGroup,
+    LatentVariableModel,
+    build_model,
+    group_kl,
+)
+from vaekit.models.vae import VAE
+
+__all__ = [
+    "MODELS",
+    "VAE",
+    "Inference",
+    "LatentGroup",
+    "LatentVariableModel",
+    "build_model",
+    "group_kl",
+]

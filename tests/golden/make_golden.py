@@ -1,0 +1,76 @@
+"""Write the golden files in tests/golden/ (run once per format version; the files are
+checked in and `tests/test_golden.py` decodes them on every run).
+
+    PYTHONPATH=src python tests/golden/make_golden.py OUT_DIR TAG
+
+TAG names the vaekit version that writes them (e.g. v0.1-format2). Each model is tiny (8x8
+images, a few thousand weights) and starts from a fixed seed; its checkpoint is saved, so
+the weights do not depend on the torch version that reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaekit.checkpoint import TrainingState, save_checkpoint
+from vaekit.config import Config, ModelConfig
+from vaekit.uses.compression import compress
+
+
+def images(n: int = 24, size: int = 8) -> np.ndarray:
+    """Bars and squares (uint8 (N, 1, size, size)), from numpy's stable PCG64 stream."""
+    rng = np.random.default_rng(2026)
+    out = np.zeros((n, 1, size, size), dtype=np.uint8)
+    for i in range(n):
+        r, c = rng.integers(0, size - 4, 2)
+        out[i, 0, r : r + 4, c : c + (2 if i % 2 else 4)] = rng.integers(120, 256)
+    return out
+
+
+def model_config(pixels: str, prior: str) -> ModelConfig:
+    fields = inspect.signature(ModelConfig).parameters
+    kw = dict(latent_dim=4, hidden=[32], image_shape=[1, 8, 8], n_mix=2)
+    if "pixels" in fields:  # vaekit >= 0.2 keeps the pixel mode in the model
+        kw.update(pixels=pixels, prior=prior, prior_components=8)
+    else:
+        kw["likelihood"] = {"static-binary": "bernoulli", "8bit": "logistic-mixture"}[pixels]
+    return ModelConfig(**kw)
+
+
+def build(cfg: Config):
+    try:
+        from vaekit.models import build_model
+    except ImportError:  # vaekit 0.1
+        from vaekit.model import VAE as build_model
+    return build_model(cfg.model)
+
+
+def main(out: Path, tag: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    imgs = images()
+    np.save(out / "images.npy", imgs)
+    cases = [("static-binary", "standard-normal"), ("8bit", "standard-normal")]
+    if "pixels" in inspect.signature(ModelConfig).parameters:
+        cases.append(("static-binary", "vamp"))
+    for pixels, prior in cases:
+        name = f"{tag}-{pixels}-{prior}"
+        cfg = Config(model_config(pixels, prior))
+        if "pixels" not in inspect.signature(ModelConfig).parameters:
+            cfg.train.pixels = pixels
+        torch.manual_seed(7)
+        model = build(cfg).eval()
+        save_checkpoint(out / f"{name}.safetensors", model, cfg, TrainingState())
+        data = imgs if pixels == "8bit" else (imgs > 0).astype(np.uint8)
+        blob = compress(model, data)
+        (out / f"{name}.vkz").write_bytes(blob)
+        print(name, len(blob), hashlib.sha256(blob).hexdigest()[:16])
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])

@@ -1,0 +1,50 @@
+"""Golden files: checked-in tiny models and the `.vkz` files they wrote. Every file must still
+decode to the same images after any change, and today's coder must write the current
+version's files byte for byte (a change there means a new format version)."""
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vaekit.checkpoint import load_checkpoint
+from vaekit.uses.compression import compress, decompress
+
+GOLDEN = Path(__file__).parent / "golden"
+CURRENT = "v0.2-format2"
+# name -> SHA-256 of the .vkz (pins the files themselves: a checked-in file must not change)
+FILES = {
+    "v0.1-format2-static-binary-standard-normal": "516c5d73473f6572",
+    "v0.1-format2-8bit-standard-normal": "51afc82b5e8b8f45",
+    "v0.2-format2-static-binary-standard-normal": "1b50f7617be2ebfd",
+    "v0.2-format2-8bit-standard-normal": "d42dd9c2b4fbad2f",
+    "v0.2-format2-static-binary-vamp": "aac79977b18e109b",
+}
+
+
+def _expected(name: str) -> np.ndarray:
+    imgs = np.load(GOLDEN / "images.npy")
+    return imgs if "-8bit-" in name else (imgs > 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_golden_file_decodes(name):
+    blob = (GOLDEN / f"{name}.vkz").read_bytes()
+    assert hashlib.sha256(blob).hexdigest()[:16] == FILES[name]
+    model = load_checkpoint(GOLDEN / f"{name}.safetensors")[0]  # old run folders load too
+    assert np.array_equal(decompress(model, blob), _expected(name))
+
+
+@pytest.mark.parametrize("name", sorted(n for n in FILES if n.startswith(CURRENT)))
+def test_coder_writes_the_current_golden_bytes(name):
+    model = load_checkpoint(GOLDEN / f"{name}.safetensors")[0]
+    assert compress(model, _expected(name)) == (GOLDEN / f"{name}.vkz").read_bytes()
+
+
+def test_golden_script_makes_the_same_images():
+    spec = importlib.util.spec_from_file_location("make_golden", GOLDEN / "make_golden.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert np.array_equal(mod.images(), np.load(GOLDEN / "images.npy"))
