@@ -32,6 +32,38 @@ def machine() -> str:
     )
 
 
+def cpu_flags() -> str:
+    """The CPU's vector-unit flags that decide matmul speed (AVX2, AVX-512, bf16, AMX)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                keep = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
+                return " ".join(f for f in line.split(":", 1)[1].split() if f in keep)
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def git_commit() -> str:
+    """The commit the numbers were measured at (with '+dirty' for uncommitted changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
 def command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -43,6 +75,7 @@ def now() -> str:
 def append_result(name: str, row: dict) -> Path:
     """Append one JSON row to benchmarks/results/NAME.jsonl (the record BENCHMARKS.md quotes)."""
     RESULTS.mkdir(exist_ok=True)
+    row = {**row, "cpu_flags": cpu_flags(), "git_commit": git_commit()}
     path = RESULTS / f"{name}.jsonl"
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import evaluate, load_checkpoint, preset, train  # noqa: E402
-from vaekit.training import load_splits  # noqa: E402
+from vaekit.data.splits import load_splits  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
 
     for name in args.presets:
         cfg = apply_overrides(preset(name), args.overrides)
-        cfg.train.pixels = "dynamic-binary"
+        cfg.model.pixels = "dynamic-binary"
         cfg.train.threads = args.threads
         if args.epochs:
             cfg.train.epochs = args.epochs
@@ -47,9 +47,7 @@ def main() -> None:
         model, cfg, _ = load_checkpoint(run)
         splits = load_splits(cfg, torch.device("cpu"))
         t1 = time.perf_counter()
-        res = evaluate(
-            model, splits.test, "dynamic-binary", k=args.k, batch_size=100, progress=True
-        )
+        res = evaluate(model, splits.test, k=args.k, batch_size=100, progress=True)
         eval_s = time.perf_counter() - t1
         metrics = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
         row = {
@@ -60,6 +58,7 @@ def main() -> None:
             "elbo": res["elbo"],
             "reconstruction": res["reconstruction"],
             "kl": res["kl"],
+            "kl_estimator": res["estimators"]["kl"],
             "jensen_gap": res["jensen_gap"],
             "bits_per_dim": res["bits_per_dim"],
             "active_units": res["active_units"],
