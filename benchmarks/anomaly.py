@@ -22,14 +22,15 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import AnomalyDetector  # noqa: E402
-from vaekit.data import load_dataset, prepare_split  # noqa: E402
-from vaekit.uses.anomaly import all_scores  # noqa: E402
+from vaekit.data import load_dataset  # noqa: E402
+from vaekit.uses.anomaly_scores import all_scores  # noqa: E402
 
 
 def score_all(det: AnomalyDetector, images: np.ndarray, k: int) -> dict[str, np.ndarray]:
     """Every score kind, from one importance-sampling pass (the detector's own code path)."""
-    values = prepare_split(torch.from_numpy(images), det._pixels(), train=False)
-    return all_scores(det.model_, values, det._pixels(), k=k, seed=0, background=det.background_)
+    model = det.model_
+    prepared = model.pixels.prepare(torch.from_numpy(images), train=False)
+    return all_scores(model, prepared, k=k, seed=0, background=det.background_)
 
 
 def aurocs(scores: dict[str, np.ndarray], is_anomaly: np.ndarray) -> dict[str, float]:

@@ -64,18 +64,23 @@ def git_commit() -> str:
     return sha + ("+dirty" if dirty else "")
 
 
+# Read when the script starts: a long run's row names the code it ran, not what was
+# committed while it ran.
+GIT_COMMIT = git_commit()
+
+
 def command() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def append_result(name: str, row: dict) -> Path:
     """Append one JSON row to benchmarks/results/NAME.jsonl (the record BENCHMARKS.md quotes)."""
     RESULTS.mkdir(exist_ok=True)
-    row = {**row, "cpu_flags": cpu_flags(), "git_commit": git_commit()}
+    row = {**row, "cpu_flags": cpu_flags(), "git_commit": GIT_COMMIT}
     path = RESULTS / f"{name}.jsonl"
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")

@@ -1,7 +1,11 @@
 """Lossless compression of the 10,000 MNIST test images: vaekit (bits-back ANS) against
 generic coders, in bits/dim, plus compress/decompress speed.
 
-    python benchmarks/compression.py --model-8bit RUN_DIR --model-binary RUN_DIR [--threads 2]
+    python benchmarks/compression.py [--model-8bit RUN_DIR] [--model-binary RUN_DIR] [--threads 2]
+
+Without a run folder the script trains the model itself with vaekit.train: the `mlp-8bit`
+preset for 8-bit MNIST, the `mlp` preset (dynamically binarized) for binarized MNIST, each
+on the MNIST training set, into benchmarks/out/ (the row records which run it used).
 
 Generic coders are the command-line tools (gzip -9, bzip2 -9, xz -9e, zstd --ultra -22) on
 the raw pixel bytes (8-bit) or the packed bits (binarized), and Pillow's PNG (optimize) and
@@ -26,11 +30,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
-from vaekit import load_checkpoint  # noqa: E402
+from vaekit import load_checkpoint, preset, train  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
 from vaekit.data.pixels import binarize_fixed  # noqa: E402
-from vaekit.evaluation import evaluate  # noqa: E402
-from vaekit.uses.compression import compress, decompress  # noqa: E402
+from vaekit.uses.compression import compress, decompress, ideal_rates, read_header  # noqa: E402
 
 TOOLS = {
     "gzip -9": ["gzip", "-9", "-c"],
@@ -63,7 +66,7 @@ def pil_size(images: np.ndarray, fmt: str, mosaic: bool) -> int:
     return total
 
 
-def vaekit_row(model, images: np.ndarray, pixels: str, ideal_k: int, ideal_n: int) -> dict:
+def vaekit_row(model, images: np.ndarray, ideal_k: int, ideal_n: int) -> dict:
     t0 = time.perf_counter()
     data = compress(model, images)
     t_c = time.perf_counter() - t0
@@ -72,11 +75,14 @@ def vaekit_row(model, images: np.ndarray, pixels: str, ideal_k: int, ideal_n: in
     t_d = time.perf_counter() - t0
     assert np.array_equal(back, images), "round trip failed"
     dims = images.size
-    elbo = evaluate(model, torch.from_numpy(images), pixels, k=0, batch_size=500)
-    lp = evaluate(model, torch.from_numpy(images[:ideal_n]), pixels, k=ideal_k, batch_size=100)
+    elbo = ideal_rates(model, images, k=0)
+    lp = ideal_rates(model, images[:ideal_n], k=ideal_k)
+    header, words = read_header(data)
     return {
         "bytes": len(data),
         "bits_per_dim": 8 * len(data) / dims,
+        "payload_bits_per_dim": 32 * len(words) / dims,
+        "header_and_framing_bytes": len(data) - 4 * len(words),
         "neg_elbo_bits_per_dim": elbo["elbo_bits_per_dim"],
         "neg_log_px_bits_per_dim": lp["bits_per_dim"],
         "log_px_estimator": f"IS K={ideal_k} on the first {ideal_n} images",
@@ -98,10 +104,21 @@ def generic_rows(images: np.ndarray, payload: bytes, with_images: bool) -> dict[
     return out
 
 
+def trained(name: str, threads: int) -> Path:
+    """Train preset `name` on MNIST's training set and return its run folder."""
+    cfg = preset(name)
+    cfg.train.threads = threads
+    run = Path("benchmarks/out") / f"compression-{name}-{int(time.time())}"
+    t0 = time.perf_counter()
+    train(cfg, run, progress=True)
+    print(f"trained {name} in {time.perf_counter() - t0:.0f} s: {run}")
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model-8bit", required=True)
-    ap.add_argument("--model-binary", required=True)
+    ap.add_argument("--model-8bit", help="run folder [trains the mlp-8bit preset]")
+    ap.add_argument("--model-binary", help="run folder [trains the mlp preset]")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--ideal-k", type=int, default=100)
@@ -113,14 +130,13 @@ def main() -> None:
 
     results = {}
     for kind, run, images in (
-        ("8bit", args.model_8bit, test),
-        ("binary", args.model_binary, binary),
+        ("8bit", args.model_8bit or trained("mlp-8bit", args.threads), test),
+        ("binary", args.model_binary or trained("mlp", args.threads), binary),
     ):
         model, cfg, _ = load_checkpoint(run)
-        pixels = "8bit" if kind == "8bit" else "static-binary"
         payload = images.tobytes() if kind == "8bit" else np.packbits(images).tobytes()
         gen = generic_rows(images[:, 0] * (255 if kind == "binary" else 1), payload, True)
-        vk = vaekit_row(model, images, pixels, args.ideal_k, min(args.ideal_n, len(images)))
+        vk = vaekit_row(model, images, args.ideal_k, min(args.ideal_n, len(images)))
         results[kind] = {
             "vaekit": vk,
             "generic": gen,

@@ -40,8 +40,8 @@ from common import append_result, command, machine, now  # noqa: E402
 from vaekit import VAE, load_checkpoint, preset, train  # noqa: E402
 from vaekit.config import apply_overrides  # noqa: E402
 from vaekit.data import load_dataset, prepare_split  # noqa: E402
+from vaekit.device import resolve_device  # noqa: E402
 from vaekit.evaluation import evaluate  # noqa: E402
-from vaekit.training import resolve_device  # noqa: E402
 
 
 class ReferenceVAE(nn.Module):
@@ -291,7 +291,7 @@ def main() -> None:
             test = prepare_split(torch.from_numpy(ds.test), "dynamic-binary", train=False)
             _sync(device)
             t0 = time.perf_counter()
-            res = evaluate(model, test, "dynamic-binary", k=args.eval_k, batch_size=100)
+            res = evaluate(model, test, k=args.eval_k, batch_size=100)
             _sync(device)
             row["evaluation"] = {
                 "k": args.eval_k,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
+import os
 
-from vaekit.config import Config, ModelConfig, TrainConfig
-from vaekit.models import VAE
+# Before scipy is imported anywhere: scikit-learn's estimator checks then also run the case
+# that turns array-API dispatch on with NumPy inputs (otherwise they skip it).
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from vaekit.config import Config, ModelConfig, TrainConfig  # noqa: E402
+from vaekit.models import VAE  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -173,3 +173,44 @@ def test_unknown_activation_is_a_clean_error(tmp_path, npy_data):
     )
     assert res.exit_code == 1 and "error: model config: unknown activation 'swish'" in res.output
     assert not out.exists()  # nothing written for a run that never started
+
+
+def test_compress_by_default_adds_no_importance_sampling_pass(mnist_run, tmp_path, monkeypatch):
+    """`vaekit compress` used to run K=100 importance sampling over the whole input after
+    writing the file; by default it now reports -ELBO from one cheap pass."""
+    import numpy as np
+    import torch
+
+    import vaekit.evaluation as evaluation
+    from vaekit.data import load_dataset
+    from vaekit.data.pixels import binarize_fixed
+
+    imgs = binarize_fixed(torch.from_numpy(load_dataset("mnist").test[:30])).numpy()[:, 0]
+    np.save(tmp_path / "bin.npy", imgs)
+    calls = []
+    real = evaluation.importance_sampled_terms
+    monkeypatch.setattr(
+        evaluation, "importance_sampled_terms", lambda *a, **kw: calls.append(1) or real(*a, **kw)
+    )
+    vkz = tmp_path / "bin.vkz"
+    res = CliRunner().invoke(
+        main, ["compress", str(mnist_run), str(tmp_path / "bin.npy"), "-o", str(vkz)]
+    )
+    assert res.exit_code == 0, res.output
+    assert calls == [] and "-ELBO" in res.output and "-log p(x)" not in res.output
+    res = CliRunner().invoke(
+        main,
+        ["compress", str(mnist_run), str(tmp_path / "bin.npy"), "-o", str(vkz), "--ideal-k", "3"],
+    )
+    assert res.exit_code == 0 and calls and "-log p(x)" in res.output
+
+
+def test_pixels_flag_sets_the_models_pixel_mode(tmp_path, npy_data):
+    from vaekit.checkpoint import load_checkpoint
+
+    out = tmp_path / "r"
+    args = ["train", "--data", str(npy_data), "--out", str(out), "--quiet", "--pixels", "8bit"]
+    res = CliRunner().invoke(main, [*args, "--preset", "demo", "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    model, cfg, _ = load_checkpoint(out)
+    assert cfg.model.pixels == "8bit" and model.likelihood.name == "logistic-mixture"

@@ -105,3 +105,46 @@ def test_vamp_pseudo_inputs_start_at_training_inputs():
     model.init_from_data(values, output_bias=False)
     u = model.prior.inputs()
     assert all(any(torch.equal(ui, v) for v in values) for ui in u)
+
+
+@pytest.mark.parametrize("prior", ["vamp", "mog"])
+def test_a_learned_prior_goes_through_every_use(prior, tmp_path, npy_data):
+    """Train, evaluate (IS >= ELBO, MC KL named), sample, reconstruct and code losslessly,
+    with nothing but the prior's name changed."""
+    from tests.conftest import tiny_config
+    from vaekit.checkpoint import load_checkpoint
+    from vaekit.data.splits import load_splits
+    from vaekit.evaluation import evaluate
+    from vaekit.training import train
+    from vaekit.uses import interpolate_images, reconstruct_images, sample_images
+
+    cfg = tiny_config(npy_data, pixels="static-binary", epochs=2)
+    cfg.model.prior, cfg.model.prior_components = prior, 6
+    model, cfg, _ = load_checkpoint(train(cfg, tmp_path / prior, progress=False))
+    test = load_splits(cfg, torch.device("cpu")).test
+    res = evaluate(model, test, k=50)
+    assert res["log_px"] >= res["elbo"] and res["kl"] > 0
+    assert res["estimators"]["kl"].startswith("1-sample Monte Carlo") and res["kl_per_dim"] is None
+    assert sample_images(model, 6, temperature=0.5).shape == (6, 1, 12, 12)
+    assert reconstruct_images(model, test[:3]).shape == (6, 1, 12, 12)
+    assert interpolate_images(model, test[:2], test[2:4], 3).shape == (10, 1, 12, 12)
+    x = test[:40].numpy()
+    assert np.array_equal(decompress(model, compress(model, x)), x)
+
+
+@pytest.mark.parametrize("prior", ["vamp", "mog"])
+def test_the_anomaly_detector_takes_a_learned_prior(prior):
+    from vaekit.uses.anomaly import AnomalyDetector
+
+    normal = synthetic_digits(200, 12)
+    odd = (np.random.default_rng(1).random((10, 12, 12)) < 0.3).astype(np.uint8) * 255
+    overrides = (
+        "model.hidden=[32]",
+        "model.latent_dim=2",
+        f"model.prior={prior}",
+        "model.prior_components=5",
+        "train.lr=3e-3",
+    )
+    det = AnomalyDetector(k=10, epochs=6, overrides=overrides).fit(normal)
+    scores = det.anomaly_score(np.concatenate([synthetic_digits(30, 12, seed=4), odd]))
+    assert scores[30:].min() > np.median(scores[:30])

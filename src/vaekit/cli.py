@@ -14,6 +14,7 @@ from vaekit import distributed
 from vaekit.checkpoint import load_checkpoint
 from vaekit.config import PRESETS, Config, apply_overrides, load_config_file, preset, replace
 from vaekit.data.pixels import PIXEL_MODES
+from vaekit.data.sources import read_examples
 from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
 from vaekit.evaluation import evaluate
@@ -106,15 +107,7 @@ def train_cmd(
 ) -> None:
     """Train a VAE; writes config.json, metrics.jsonl and checkpoint.safetensors to --out."""
     if nproc > 1 and distributed.world_from_env().size == 1:
-        argv = sys.argv[1:]
-        for i, a in enumerate(argv):  # drop our own --nproc N / --nproc=N
-            if a == "--nproc":
-                del argv[i : i + 2]
-                break
-            if a.startswith("--nproc="):
-                del argv[i]
-                break
-        distributed.launch(nproc, argv)
+        distributed.launch(nproc, distributed.without_option(sys.argv[1:], "--nproc"))
         return
     if resume:
         if config_file or preset_name or overrides:
@@ -322,32 +315,6 @@ def decompress_cmd(run_dir, input_path, output) -> None:
     click.echo(f"wrote {output}")
 
 
-def _read_anomaly_input(path: str):
-    """Images (IDX, .npy, image folder) or tabular rows (.csv), with labels where known."""
-    from vaekit.data.sources import read_images, read_table
-
-    p = Path(path)
-    if p.suffix == ".csv":
-        return read_table(p), None
-    labels = None
-    sibling = p.with_name(p.name.replace("images-idx3", "labels-idx1"))
-    if sibling != p and sibling.exists():
-        from vaekit.data import read_idx
-
-        labels = read_idx(sibling).array
-    return read_images(p), labels
-
-
-def _write_scores(path: Path, scores, labels=None, indices=None) -> None:
-    from vaekit.fileio import atomic_write_text
-
-    idx = range(len(scores)) if indices is None else indices
-    rows = ["index,score_bits" + (",label" if labels is not None else "")]
-    for i in idx:
-        rows.append(f"{i},{scores[i]:.4f}" + (f",{labels[i]}" if labels is not None else ""))
-    atomic_write_text(path, "\n".join(rows) + "\n")
-
-
 _score_opt = click.option(
     "--score",
     "score",
@@ -366,14 +333,14 @@ _k_opt = click.option("--k", "k", type=int, help="Importance samples for surpris
 @_friendly_errors
 def score_cmd(run_dir, input_path, score, k, out) -> None:
     """Anomaly score (bits, higher = more anomalous) of every example in INPUT, as CSV."""
-    from vaekit.uses.anomaly import AnomalyDetector
+    from vaekit.uses.anomaly import AnomalyDetector, write_scores
 
     det = AnomalyDetector.load(run_dir)
     if k:
         det.k = k
-    x, labels = _read_anomaly_input(input_path)
+    x, labels = read_examples(input_path)
     scores = det.anomaly_score(x, score)
-    _write_scores(Path(out), scores, labels)
+    write_scores(Path(out), scores, labels)
     click.echo(
         f"scored {len(scores)} examples ({det._score_kind(score)}, bits): mean "
         f"{scores.mean():.2f}, min {scores.min():.2f}, max {scores.max():.2f}; "
@@ -406,7 +373,7 @@ def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score,
     """Flag anomalies in INPUT; writes flagged.csv, scores.csv and PNG grids of the extremes."""
     import numpy as np
 
-    from vaekit.uses.anomaly import AnomalyDetector
+    from vaekit.uses.anomaly import AnomalyDetector, write_scores
 
     if (contamination is None) == (normal_path is None):
         raise VaekitError("give exactly one of --contamination P or --calibrate NORMAL_INPUT")
@@ -415,11 +382,11 @@ def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score,
         det.k = k
     if score:
         det.score_kind = score
-    x, labels = _read_anomaly_input(input_path)
+    x, labels = read_examples(input_path)
     if contamination is not None and not 0.0 < contamination < 1.0:
         raise VaekitError("--contamination must be in (0, 1)")
     if normal_path is not None:
-        det.calibrate(_read_anomaly_input(normal_path)[0], quantile)
+        det.calibrate(read_examples(normal_path)[0], quantile)
     scores = det.anomaly_score(x)
     if contamination is not None:
         det.set_threshold_by_contamination(scores, contamination)
@@ -427,8 +394,8 @@ def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score,
     flagged = np.flatnonzero(det.flag(scores))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_scores(out / "scores.csv", scores, labels)
-    _write_scores(out / "flagged.csv", scores, labels, indices=flagged.tolist())
+    write_scores(out / "scores.csv", scores, labels)
+    write_scores(out / "flagged.csv", scores, labels, indices=flagged.tolist())
     click.echo(
         f"threshold {threshold:.2f} bits: flagged {len(flagged)} of {len(scores)} "
         f"examples; wrote {out / 'flagged.csv'} and {out / 'scores.csv'}"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from vaekit.errors import VaekitError
 
@@ -27,8 +26,8 @@ class ModelConfig:
     channels: int = 32  # conv base width
     blocks: int = 1  # conv residual blocks per stage
     n_mix: int = 5  # logistic-mixture components
-    prior: str = "standard-normal"  # standard-normal | vamp (vaekit.priors)
-    prior_components: int = 500  # VampPrior pseudo-inputs
+    prior: str = "standard-normal"  # standard-normal | vamp | mog (vaekit.priors)
+    prior_components: int = 500  # VampPrior pseudo-inputs, or mixture components
     image_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
 
 
@@ -99,6 +98,15 @@ def _build(kind: type, values: dict[str, Any], section: str):
     return kind(**values)
 
 
+_MLP_TRAIN = {
+    "epochs": 160,
+    "batch_size": 512,
+    "lr": 2e-3,
+    "lr_final": 5e-5,
+    "kl_warmup_epochs": 5,
+    "init_output_bias": True,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # A minute on a laptop: enough to see digits, not a benchmark.
     "demo": {
@@ -106,34 +114,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3},
     },
     # The reference MLP for dynamically binarized MNIST (benchmarks/mnist_nll.py). Batches of
-    # 512 keep the CPU's matmul units busy (~20% more images/s than 256 on 2 cores).
-    "mlp": {
-        "model": {"hidden": [512, 512], "latent_dim": 32},
-        "train": {
-            "epochs": 160,
-            "batch_size": 512,
-            "lr": 2e-3,
-            "lr_final": 5e-5,
-            "kl_warmup_epochs": 5,
-            "init_output_bias": True,
-        },
-    },
+    # 512 keep the CPU's matmul units busier than smaller ones.
+    "mlp": {"model": {"hidden": [512, 512], "latent_dim": 32}, "train": _MLP_TRAIN},
     # `mlp` under a VampPrior of 500 pseudo-inputs (benchmarks/mnist_nll.py compares the two).
     "mlp-vamp": {
-        "model": {
-            "hidden": [512, 512],
-            "latent_dim": 32,
-            "prior": "vamp",
-            "prior_components": 500,
-        },
-        "train": {
-            "epochs": 160,
-            "batch_size": 512,
-            "lr": 2e-3,
-            "lr_final": 5e-5,
-            "kl_warmup_epochs": 5,
-            "init_output_bias": True,
-        },
+        "model": {"hidden": [512, 512], "latent_dim": 32, "prior": "vamp", "prior_components": 500},
+        "train": _MLP_TRAIN,
     },
     # Time to quality (benchmarks/speed.py): the PyTorch example's network size and [0,1]-pixel
     # objective, with SiLU units, the output bias started at the mean image, a high decaying
@@ -154,8 +140,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "cpu_bf16": True,
         },
     },
-    # Residual convolutional encoder/decoder. bf16 convolutions on CPUs that have them ran
-    # 1.7x the float32 rate (oneDNN, AVX512-BF16, 2 cores); GPUs use bf16 autocast anyway.
+    # Residual convolutional encoder/decoder, with bf16 convolutions on CPUs that have them
+    # (benchmarks/speed.py times it); GPUs use bf16 autocast anyway.
     "conv": {
         "model": {"arch": "conv", "channels": 32, "latent_dim": 32},
         "train": {

@@ -70,6 +70,19 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def without_option(argv: list[str], name: str) -> list[str]:
+    """`argv` without `name VALUE` or `name=VALUE` (the launcher's own option)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
+
+
 def launch(nproc: int, argv: list[str]) -> None:
     """Run `python -m vaekit ARGV` in `nproc` processes on this node through torchrun."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

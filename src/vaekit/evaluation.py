@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from vaekit import distributed
 from vaekit.models.base import ANALYTIC, LatentVariableModel
 from vaekit.objectives import importance_sampled_terms
-from vaekit.randomness import ExampleNoise
+from vaekit.randomness import ExampleNoise, seeded
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: Cov_x(E_q[z_i]) > 0.01
 
@@ -37,6 +37,7 @@ def per_example(
     seed: int = 0,
     progress: bool = False,
     coded: bool = False,
+    example_noise: bool = True,
 ) -> dict[str, Any]:
     """Per-example log p(x) (IS, K samples), reconstruction, KL (per group) and ELBO, in nats,
     for a split prepared by the model's pixel mode (`prepare_split`).
@@ -46,8 +47,21 @@ def per_example(
     example and `seed` alone; torch's global RNG is not touched. `coded`: the images are
     already the likelihood's integer values (what the bits-back coder codes, e.g. 0/1 pixels
     for a binary model), not a split for the pixel mode to turn into values.
+    `example_noise=False` draws from one seeded stream instead (faster; numbers then depend
+    on the batch: for monitoring, as the per-epoch test ELBO does).
     """
+    if not example_noise:
+        # CUDA's generator is forked too: unforked, every training epoch after this evaluation
+        # would restart CUDA's noise from `seed`
+        with seeded(seed, next(model.parameters()).device):
+            return _per_example(model, images, k, batch_size, seed, progress, coded, False)
+    return _per_example(model, images, k, batch_size, seed, progress, coded, True)
+
+
+@torch.no_grad()
+def _per_example(model, images, k, batch_size, seed, progress, coded, example_noise):
     model.eval()
+    images = torch.as_tensor(images)
     param = next(model.parameters())
     dev, dtype = param.device, param.dtype
     out: dict[str, list[torch.Tensor]] = {
@@ -63,13 +77,13 @@ def per_example(
     bar = tqdm(total=n, desc=f"evaluate (K={k})", unit="img", disable=not progress, leave=False)
     for sl in batches(n, batch_size):
         raw = images[sl]
-        noise = ExampleNoise(raw, seed)
+        noise = ExampleNoise(raw, seed) if example_noise else None
         if coded:
             x = raw.to(dev).float()
         else:
             x = model.pixels.values(raw.to(dev), train=False, noise=noise)
         x = x.to(dtype)  # a float64 model scores in float64
-        inf = model.infer(x, noise.normal(1, model.latent_dim, dev)[0])
+        inf = model.infer(x, None if noise is None else noise.normal(1, model.latent_dim, dev)[0])
         if k > 0:
             terms = importance_sampled_terms(model, x, k, noise=noise)
             out["log_px"].append(terms.log_px.double())
@@ -106,6 +120,7 @@ def evaluate(
     progress: bool = False,
     shard: bool = True,
     coded: bool = False,
+    example_noise: bool = True,
 ) -> dict[str, Any]:
     """Evaluate on uint8 images prepared by the model's pixel mode (`prepare_split`); k=0
     skips log p(x).
@@ -114,15 +129,18 @@ def evaluate(
     importance-sampled estimate with K samples from q(z|x) (a stochastic lower bound); the
     ELBO is E_q[log p(x|z)], averaged over those same K samples (one sample when k=0), minus
     the KL. Under torchrun (and `shard`), each rank takes a slice of the images and the sums
-    are all-reduced, so every rank returns the same numbers for the whole set. `coded`: see
-    `per_example`.
+    are all-reduced, so every rank returns the same numbers for the whole set. `coded` and
+    `example_noise`: see `per_example`.
     """
     t0 = time.perf_counter()
+    images = torch.as_tensor(images)
     world = distributed.world_from_env() if shard else distributed.World()
     if world.active:
         per = -(-images.shape[0] // world.size)
         images = images[world.rank * per : (world.rank + 1) * per]
-    terms = per_example(model, images, k, batch_size, seed, progress and world.is_main, coded)
+    terms = per_example(
+        model, images, k, batch_size, seed, progress and world.is_main, coded, example_noise
+    )
     dims = model.group_dims
     mu = terms["posterior_mean"]
     per_dim_known = all(v is not None for v in terms["group_kl_per_dim"])

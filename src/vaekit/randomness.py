@@ -9,7 +9,9 @@ what an example receives.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -26,6 +28,16 @@ def example_keys(examples: torch.Tensor | np.ndarray, seed: int) -> list[int]:
         int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8, key=salt).digest()) >> 1
         for row in arr
     ]
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block with torch's RNG seeded, leaving the caller's RNG state as it was: the
+    CPU generator and, on CUDA, the device's (which `torch.manual_seed` also reseeds)."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 class ExampleNoise:

@@ -55,7 +55,7 @@ class PixelMode:
 
     def prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         """Work done once per split (e.g. a fixed binarization); uint8 in, uint8 out."""
-        return images
+        return torch.as_tensor(images)
 
     def values(self, batch: torch.Tensor, train: bool, noise: Noise = None) -> torch.Tensor:
         """Float values for the likelihood from a prepared batch. Random draws (training's
@@ -119,6 +119,7 @@ class DynamicBinary(_Binary):
     name = "dynamic-binary"
 
     def prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        images = torch.as_tensor(images)
         return images if train else binarize_fixed(images, FIXED_BINARIZATION_SEED + 1)
 
     def values(self, batch, train, noise=None):
@@ -133,7 +134,9 @@ class StaticBinary(_Binary):
     streamable = False  # a fixed binarization of the whole split is made once, in memory
 
     def prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        return binarize_fixed(images, FIXED_BINARIZATION_SEED + (0 if train else 1))
+        return binarize_fixed(
+            torch.as_tensor(images), FIXED_BINARIZATION_SEED + (0 if train else 1)
+        )
 
 
 @PIXEL_MODES.register("expected-binary")
@@ -194,7 +197,7 @@ def pixel_mode(name: str | PixelMode) -> PixelMode:
 
 def prepare_split(images: torch.Tensor, mode: str | PixelMode, train: bool) -> torch.Tensor:
     """Work that is done once per split (fixed binarizations); the rest is per batch."""
-    return pixel_mode(mode).prepare(images, train)
+    return pixel_mode(mode).prepare(torch.as_tensor(images), train)
 
 
 def to_values(

@@ -232,6 +232,19 @@ def read_table(path: str | os.PathLike) -> np.ndarray:
     return table
 
 
+def read_examples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (IDX, .npy, image folder) or tabular rows (.csv) to score, with their labels
+    where an IDX image file has its labels file beside it."""
+    p = Path(path)
+    if p.suffix == ".csv":
+        return read_table(p), None
+    labels = None
+    sibling = p.with_name(p.name.replace("images-idx3", "labels-idx1"))
+    if sibling != p and sibling.exists():
+        labels = read_idx(sibling).array
+    return read_images(p), labels
+
+
 def split_holdout(images: np.ndarray, fraction: float = 0.1, seed: int = 0):
     """A fixed random split into (train, test): the same seed always gives the same split."""
     n_test = max(1, int(round(len(images) * fraction)))

@@ -11,6 +11,7 @@ from vaekit.data.pixels import pixel_mode
 from vaekit.data.sources import Dataset, load_dataset
 from vaekit.data.streaming import NpyShards, open_shards
 from vaekit.errors import VaekitError
+from vaekit.randomness import seeded
 
 STREAM_TEST_LIMIT = 10000  # test images held in memory for the per-epoch ELBO when streaming
 
@@ -63,8 +64,7 @@ def sample_values(
         raw = torch.stack([train[i] for i in idx.tolist()])
     else:
         raw = train[idx.to(train.device)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, raw.device):
         return pixel_mode(mode_name).values(raw, train=True).float()
 
 

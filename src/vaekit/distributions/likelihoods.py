@@ -69,50 +69,67 @@ def level_edge(level: torch.Tensor | float) -> torch.Tensor | float:
 class DiscretizedLogisticMixture(Distribution):
     """Mixture of logistics discretized to the 256 integer levels 0..255 (PixelCNN++ style).
 
-    Parameters have shape (..., K) per pixel: mixture logits, means and log-scales, with
-    means on the [-1, 1] scale of x/127.5 - 1. The edge bins absorb the tails, so the 256
-    probabilities sum to one and bits/dim are exact discrete likelihoods. `log_prob` and the
-    coder's `cdf_below` standardize bin edges through the same `_standardized`.
+    Parameters hold the K components on axis `mix_dim` (default: last): mixture logits,
+    means and log-scales, with means on the [-1, 1] scale of x/127.5 - 1. The edge bins
+    absorb the tails, so the 256 probabilities sum to one and bits/dim are exact discrete
+    likelihoods. `log_prob` and the coder's `cdf_below` standardize bin edges through the
+    same `_standardized`. The likelihood keeps the components before the pixel axes
+    (mix_dim=-4), where the decoder's output puts them: every element-wise op then runs on
+    contiguous memory instead of a transposed view.
     """
 
     arg_constraints: dict = {}
     support = constraints.integer_interval(0, 255)
     has_rsample = False
 
-    def __init__(self, logits: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor):
+    def __init__(
+        self,
+        logits: torch.Tensor,
+        means: torch.Tensor,
+        log_scales: torch.Tensor,
+        mix_dim: int = -1,
+    ):
         self.logits, self.means, self.log_scales = logits, means, log_scales
-        super().__init__(batch_shape=means.shape[:-1], validate_args=False)
+        self.mix_dim = mix_dim
+        shape = list(means.shape)
+        del shape[mix_dim]
+        super().__init__(batch_shape=torch.Size(shape), validate_args=False)
 
     def _standardized(self, edge: torch.Tensor) -> torch.Tensor:
         """(edge - mean) / scale per component, for bin edges shaped like the pixels."""
-        edge = edge.unsqueeze(-1)
+        edge = edge.unsqueeze(self.mix_dim)
         inv_s = torch.exp(-self.log_scales)
         return torch.addcmul(-self.means * inv_s, edge, inv_s)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        upper = self._standardized(level_edge(value + 1.0))
-        lower = self._standardized(level_edge(value))
+        inv_s = torch.exp(-self.log_scales)
+        # upper = (x + 1/255 - mean) / s and lower = upper - (2/255) / s for x = v/127.5 - 1
+        upper = torch.addcmul(
+            -self.means * inv_s, level_edge(value + 1.0).unsqueeze(self.mix_dim), inv_s
+        )
+        width = inv_s * (1.0 / 127.5)
+        lower = upper - width
         # log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) + logsigmoid(-b) + log(1 - e^(b-a)),
         # exact and stable for any a > b; the edge bins keep only their open side.
         log_upper = F.logsigmoid(upper)
         log_one_minus_lower = F.logsigmoid(-lower)
-        width = (upper - lower).clamp_min(1e-12)
         log_mid = log_upper + log_one_minus_lower + torch.log(-torch.expm1(-width))
-        v = value.unsqueeze(-1)
+        v = value.unsqueeze(self.mix_dim)
         log_bin = torch.where(
             v <= 0, log_upper, torch.where(v >= 255, log_one_minus_lower, log_mid)
         )
-        return torch.logsumexp(log_bin + F.log_softmax(self.logits, -1), dim=-1)
+        log_w = F.log_softmax(self.logits, self.mix_dim)
+        return torch.logsumexp(log_bin + log_w, dim=self.mix_dim)
 
     def cdf_below(self, level: torch.Tensor) -> torch.Tensor:
         """P(x < level) per pixel for integer levels 1..255 (batch-shaped tensor)."""
-        w = torch.softmax(self.logits, -1)
-        return (w * torch.sigmoid(self._standardized(level_edge(level)))).sum(-1)
+        w = torch.softmax(self.logits, self.mix_dim)
+        return (w * torch.sigmoid(self._standardized(level_edge(level)))).sum(self.mix_dim)
 
     def bin_probs(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Probabilities of all 256 levels per pixel, shape (..., 256), from CDF differences."""
         d = DiscretizedLogisticMixture(
-            self.logits.to(dtype), self.means.to(dtype), self.log_scales.to(dtype)
+            self.logits.to(dtype), self.means.to(dtype), self.log_scales.to(dtype), self.mix_dim
         )
         levels = torch.arange(1, 256, dtype=dtype, device=self.means.device)
         cdf = torch.stack([d.cdf_below(lv.expand(self.batch_shape)) for lv in levels], -1)
@@ -122,16 +139,19 @@ class DiscretizedLogisticMixture(Distribution):
 
     @property
     def mean(self) -> torch.Tensor:
-        w = torch.softmax(self.logits, -1)
-        return ((w * self.means).sum(-1).clamp(-1, 1) + 1.0) * 127.5
+        w = torch.softmax(self.logits, self.mix_dim)
+        return ((w * self.means).sum(self.mix_dim).clamp(-1, 1) + 1.0) * 127.5
 
     def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         with torch.no_grad():
-            shape = torch.Size(sample_shape) + self.means.shape
-            comp = torch.distributions.Categorical(logits=self.logits).sample(sample_shape)
-            pick = F.one_hot(comp, self.means.shape[-1]).to(self.means.dtype)
-            m = (self.means.expand(shape) * pick).sum(-1)
-            ls = (self.log_scales.expand(shape) * pick).sum(-1)
+            logits, means, log_scales = (
+                t.movedim(self.mix_dim, -1) for t in (self.logits, self.means, self.log_scales)
+            )
+            shape = torch.Size(sample_shape) + means.shape
+            comp = torch.distributions.Categorical(logits=logits).sample(sample_shape)
+            pick = F.one_hot(comp, means.shape[-1]).to(means.dtype)
+            m = (means.expand(shape) * pick).sum(-1)
+            ls = (log_scales.expand(shape) * pick).sum(-1)
             u = torch.rand_like(m).clamp(1e-5, 1 - 1e-5)
             x = m + torch.exp(ls) * (torch.log(u) - torch.log1p(-u))
             return torch.round((x.clamp(-1, 1) + 1.0) * 127.5)
@@ -263,20 +283,24 @@ class LogisticMixtureLikelihood(Likelihood):
         return x / 255.0
 
     def _parts(self, params: torch.Tensor):
+        """logits, means, log-scales, each (..., K, C, H, W): the decoder's own layout."""
         *lead, _, h, w = params.shape
-        p = params.view(*lead, 3, self.n_mix, -1, h, w)
-        # (..., 3, K, C, H, W) -> (..., C, H, W, 3, K): parameters per pixel, last
-        logits, means, log_scales = p.movedim((-5, -4), (-2, -1)).unbind(-2)
+        logits, means, log_scales = params.view(*lead, 3, self.n_mix, -1, h, w).unbind(-5)
         return logits, torch.tanh(means), log_scales.clamp_min(self.min_log_scale)
 
     def distribution(self, params: torch.Tensor) -> Distribution:
-        return Independent(DiscretizedLogisticMixture(*self._parts(full_precision(params))), 3)
+        parts = self._parts(full_precision(params))
+        return Independent(DiscretizedLogisticMixture(*parts, mix_dim=-4), 3)
 
     def display(self, dist: Distribution) -> torch.Tensor:
         return dist.mean / 255.0
 
     def coding_distribution(self, params: torch.Tensor) -> Distribution:
-        parts = [round_to_grid(t) for t in self._parts(full_precision(params.detach()))]
+        # components last, as the coder has always summed them: its arithmetic, and so every
+        # file's bits, stay what they were
+        parts = [
+            round_to_grid(t).movedim(-4, -1) for t in self._parts(full_precision(params.detach()))
+        ]
         return Independent(DiscretizedLogisticMixture(*parts), 3)
 
     def push(self, coder, values, dist):

@@ -6,7 +6,15 @@ objectives then use a Monte-Carlo KL and say so.
 """
 
 from vaekit.priors.base import PRIORS, Prior, make_prior
+from vaekit.priors.mixture_of_gaussians import MixtureOfGaussiansPrior
 from vaekit.priors.standard_normal import StandardNormalPrior
 from vaekit.priors.vamp import VampPrior
 
-__all__ = ["PRIORS", "Prior", "StandardNormalPrior", "VampPrior", "make_prior"]
+__all__ = [
+    "PRIORS",
+    "MixtureOfGaussiansPrior",
+    "Prior",
+    "StandardNormalPrior",
+    "VampPrior",
+    "make_prior",
+]

@@ -33,6 +33,15 @@ DETECTOR_FILE = "detector.json"
 BACKGROUND_FILE = "background.safetensors"
 
 
+def write_scores(path: Path, scores: np.ndarray, labels=None, indices=None) -> None:
+    """A CSV of index,score_bits[,label] rows (all examples, or those in `indices`)."""
+    idx = range(len(scores)) if indices is None else indices
+    rows = ["index,score_bits" + (",label" if labels is not None else "")]
+    for i in idx:
+        rows.append(f"{i},{scores[i]:.4f}" + (f",{labels[i]}" if labels is not None else ""))
+    atomic_write_text(path, "\n".join(rows) + "\n")
+
+
 class _RenamedParameters(type):
     """Accepts `score=` (the old name of `score_kind`) with a FutureWarning. An attribute or
     parameter named `score` would shadow scikit-learn's `score` method, so the old name is

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaekit.data.pixels import PixelMode, pixel_mode
+from vaekit.randomness import seeded
 
 
 class LocalPixelModel(nn.Module):
@@ -67,8 +68,7 @@ def fit_local_model(
         raise ValueError("the local background model handles single-channel images")
     mode = pixel_mode(pixels)
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):  # the weights start on the CPU: the same on every device
         model = LocalPixelModel().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(images)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from vaekit.models import LatentVariableModel
+from vaekit.randomness import seeded
 
 
 @torch.no_grad()
@@ -15,8 +16,7 @@ def sample_images(
     """n images in [0, 1]: the decoder mean of p(x|z) for z from the prior at `temperature`
     (one number, or one per latent group)."""
     model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed, next(model.parameters()).device):
         return model.generate(n, temperature)
 
 
