@@ -9,6 +9,7 @@ re-derives a probability itself. A new likelihood is one class here plus its reg
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -95,11 +96,20 @@ class DiscretizedLogisticMixture(Distribution):
         del shape[mix_dim]
         super().__init__(batch_shape=torch.Size(shape), validate_args=False)
 
-    def _standardized(self, edge: torch.Tensor) -> torch.Tensor:
-        """(edge - mean) / scale per component, for bin edges shaped like the pixels."""
-        edge = edge.unsqueeze(self.mix_dim)
+    @functools.cached_property
+    def _inv_scale_and_offset(self) -> tuple[torch.Tensor, torch.Tensor]:
         inv_s = torch.exp(-self.log_scales)
-        return torch.addcmul(-self.means * inv_s, edge, inv_s)
+        return inv_s, -self.means * inv_s
+
+    @functools.cached_property
+    def _weights(self) -> torch.Tensor:
+        return torch.softmax(self.logits, self.mix_dim)
+
+    def _standardized(self, edge: torch.Tensor) -> torch.Tensor:
+        """(edge - mean) / scale per component, for bin edges shaped like the pixels (the
+        coder asks for eight edges per pixel: scale and offset are computed once)."""
+        inv_s, offset = self._inv_scale_and_offset
+        return torch.addcmul(offset, edge.unsqueeze(self.mix_dim), inv_s)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         inv_s = torch.exp(-self.log_scales)
@@ -123,8 +133,8 @@ class DiscretizedLogisticMixture(Distribution):
 
     def cdf_below(self, level: torch.Tensor) -> torch.Tensor:
         """P(x < level) per pixel for integer levels 1..255 (batch-shaped tensor)."""
-        w = torch.softmax(self.logits, self.mix_dim)
-        return (w * torch.sigmoid(self._standardized(level_edge(level)))).sum(self.mix_dim)
+        cdf = torch.sigmoid(self._standardized(level_edge(level)))
+        return (self._weights * cdf).sum(self.mix_dim)
 
     def bin_probs(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Probabilities of all 256 levels per pixel, shape (..., 256), from CDF differences."""
@@ -299,7 +309,8 @@ class LogisticMixtureLikelihood(Likelihood):
         # components last, as the coder has always summed them: its arithmetic, and so every
         # file's bits, stay what they were
         parts = [
-            round_to_grid(t).movedim(-4, -1) for t in self._parts(full_precision(params.detach()))
+            round_to_grid(t).movedim(-4, -1).contiguous()
+            for t in self._parts(full_precision(params.detach()))
         ]
         return Independent(DiscretizedLogisticMixture(*parts), 3)
 
