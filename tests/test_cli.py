@@ -214,3 +214,36 @@ def test_pixels_flag_sets_the_models_pixel_mode(tmp_path, npy_data):
     assert res.exit_code == 0, res.output
     model, cfg, _ = load_checkpoint(out)
     assert cfg.model.pixels == "8bit" and model.likelihood.name == "logistic-mixture"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "RUN", "--k", "-1"],
+        ["evaluate", "RUN", "--batch-size", "0"],
+        ["sample", "RUN", "--n", "0"],
+        ["sample", "RUN", "--n", "-3"],
+        ["reconstruct", "RUN", "--n", "0"],
+        ["interpolate", "RUN", "--steps", "0"],
+        ["score", "RUN", "INPUT", "--k", "0"],
+        ["detect", "RUN", "INPUT", "--contamination", "1.5"],
+        ["detect", "RUN", "INPUT", "--calibrate", "INPUT", "--quantile", "1"],
+        ["compress", "RUN", "INPUT", "-o", "OUT", "--ideal-k", "-2"],
+    ],
+)
+def test_out_of_range_arguments_are_refused_before_any_work(mnist_run, tmp_path, args):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.uint8))
+    subs = {"RUN": str(mnist_run), "INPUT": str(tmp_path / "x.npy"), "OUT": str(tmp_path / "o")}
+    res = CliRunner().invoke(main, [subs.get(a, a) for a in args])
+    assert res.exit_code == 2 and "Invalid value" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", [["--epochs", "0"], ["--limit", "0"], ["--limit", "-5"]])
+def test_train_refuses_out_of_range_counts(tmp_path, npy_data, flag):
+    out = tmp_path / "r"
+    res = CliRunner().invoke(main, ["train", "--data", str(npy_data), "--out", str(out), *flag])
+    assert res.exit_code == 2 and "Invalid value" in res.output
+    assert not out.exists()

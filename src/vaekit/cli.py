@@ -21,6 +21,11 @@ from vaekit.evaluation import evaluate
 from vaekit.training import train
 from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
 
+# Ranges are checked by click before any work starts: a bad value is one line and exit 2.
+_POSITIVE = click.IntRange(min=1)
+_NON_NEGATIVE = click.IntRange(min=0)
+_FRACTION = click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
+
 
 def _friendly_errors(fn):
     """Print a VaekitError as one clear message and exit 1, instead of a traceback."""
@@ -53,12 +58,14 @@ def main() -> None:
 @click.option("--data", help="mnist, fashion-mnist, or a PATH (IDX, .npy, image folder).")
 @click.option("--data-dir", help="Folder that holds named datasets (also: $VAEKIT_DATA).")
 @click.option("--pixels", type=click.Choice(PIXEL_MODES.names()), help="How pixels are modelled.")
-@click.option("--epochs", type=int, help="Total epochs (with --resume: extend the run to this).")
+@click.option(
+    "--epochs", type=_POSITIVE, help="Total epochs (with --resume: extend the run to this)."
+)
 @click.option("--out", "out", default="runs/latest", show_default=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option("--limit", type=int, help="Use only the first N training images (quick runs).")
-@click.option("--seed", type=int)
-@click.option("--threads", type=int, help="CPU threads for PyTorch.")
+@click.option("--limit", type=_POSITIVE, help="Use only the first N training images (quick runs).")
+@click.option("--seed", type=_NON_NEGATIVE)
+@click.option("--threads", type=_POSITIVE, help="CPU threads for PyTorch.")
 @click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda", "mps"]),
@@ -81,7 +88,7 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
     "--nproc",
-    type=int,
+    type=_POSITIVE,
     default=1,
     show_default=True,
     help="Processes on this node (DistributedDataParallel via torchrun).",
@@ -154,11 +161,18 @@ _data_dir_opt = click.option("--data-dir", help="Where the run's dataset lives, 
 
 @main.command("evaluate")
 @_run_arg
-@click.option("--k", "k", default=5000, show_default=True, help="Importance samples for log p(x).")
+@click.option(
+    "--k",
+    "k",
+    type=_NON_NEGATIVE,
+    default=5000,
+    show_default=True,
+    help="Importance samples for log p(x) (0: ELBO only).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--batch-size", default=100, show_default=True)
-@click.option("--limit", type=int, help="Evaluate on the first N/6 test images only.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--batch-size", type=_POSITIVE, default=100, show_default=True)
+@click.option("--limit", type=_POSITIVE, help="Evaluate on the first N/6 test images only.")
+@click.option("--seed", type=_NON_NEGATIVE, default=0, show_default=True)
 @_data_dir_opt
 @_friendly_errors
 def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None:
@@ -217,9 +231,9 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
 
 @main.command("sample")
 @_run_arg
-@click.option("--n", default=64, show_default=True)
+@click.option("--n", type=_POSITIVE, default=64, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="PNG file [RUN_DIR/samples.png].")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=_NON_NEGATIVE, default=0, show_default=True)
 @click.option(
     "--temperature",
     default="1",
@@ -241,7 +255,7 @@ def sample_cmd(run_dir, n, out, seed, temperature) -> None:
 
 @main.command("reconstruct")
 @_run_arg
-@click.option("--n", default=32, show_default=True)
+@click.option("--n", type=_POSITIVE, default=32, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="PNG [RUN_DIR/reconstructions.png].")
 @_data_dir_opt
 @_friendly_errors
@@ -255,8 +269,8 @@ def reconstruct_cmd(run_dir, n, out, data_dir) -> None:
 
 @main.command("interpolate")
 @_run_arg
-@click.option("--steps", default=10, show_default=True)
-@click.option("--pairs", default=8, show_default=True)
+@click.option("--steps", type=_POSITIVE, default=10, show_default=True)
+@click.option("--pairs", type=_POSITIVE, default=8, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="PNG [RUN_DIR/interpolations.png].")
 @_data_dir_opt
 @_friendly_errors
@@ -278,6 +292,7 @@ def interpolate_cmd(run_dir, steps, pairs, out, data_dir) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.vkz")
 @click.option(
     "--ideal-k",
+    type=_NON_NEGATIVE,
     default=0,
     show_default=True,
     help="Also estimate -log p(x) by importance sampling with K samples (slow; 0: -ELBO only).",
@@ -321,7 +336,7 @@ _score_opt = click.option(
     type=click.Choice(["auto", "surprise", "elbo", "reconstruction", "complexity", "ratio"]),
     help="[the detector's; auto: ratio for binary single-channel images, else surprise]",
 )
-_k_opt = click.option("--k", "k", type=int, help="Importance samples for surprise [100].")
+_k_opt = click.option("--k", "k", type=_POSITIVE, help="Importance samples for surprise [100].")
 
 
 @main.command("score")
@@ -336,7 +351,7 @@ def score_cmd(run_dir, input_path, score, k, out) -> None:
     from vaekit.uses.anomaly import AnomalyDetector, write_scores
 
     det = AnomalyDetector.load(run_dir)
-    if k:
+    if k is not None:
         det.k = k
     x, labels = read_examples(input_path)
     scores = det.anomaly_score(x, score)
@@ -351,7 +366,7 @@ def score_cmd(run_dir, input_path, score, k, out) -> None:
 @main.command("detect")
 @_run_arg
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
-@click.option("--contamination", type=float, help="Flag this fraction of INPUT as anomalous.")
+@click.option("--contamination", type=_FRACTION, help="Flag this fraction of INPUT as anomalous.")
 @click.option(
     "--calibrate",
     "normal_path",
@@ -360,7 +375,7 @@ def score_cmd(run_dir, input_path, score, k, out) -> None:
 )
 @click.option(
     "--quantile",
-    type=float,
+    type=_FRACTION,
     default=0.99,
     show_default=True,
     help="Fraction of the normal data that must pass as normal.",
@@ -378,13 +393,11 @@ def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score,
     if (contamination is None) == (normal_path is None):
         raise VaekitError("give exactly one of --contamination P or --calibrate NORMAL_INPUT")
     det = AnomalyDetector.load(run_dir)
-    if k:
+    if k is not None:
         det.k = k
     if score:
         det.score_kind = score
     x, labels = read_examples(input_path)
-    if contamination is not None and not 0.0 < contamination < 1.0:
-        raise VaekitError("--contamination must be in (0, 1)")
     if normal_path is not None:
         det.calibrate(read_examples(normal_path)[0], quantile)
     scores = det.anomaly_score(x)
