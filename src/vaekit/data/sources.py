@@ -171,13 +171,50 @@ def read_named(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     return Dataset(name, _as_nchw(train, name), _as_nchw(test, name), train_y, test_y)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_folder_layout(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
+    """The image files of a folder in a deterministic order, and their labels: images at the
+    top level (no labels), or the usual class layout `CLASS/*.png` (labels index the sorted
+    class names, which are returned too)."""
+    top = _image_files(folder)
+    classes = sorted(d for d in folder.iterdir() if d.is_dir() and _image_files(d))
+    if top and classes:
+        raise DataError(
+            f"{folder}: holds images both at its top level and in class subfolders "
+            f"({', '.join(d.name for d in classes[:3])}); use one layout"
+        )
+    if top:
+        return top, None, []
+    if not classes:
+        raise DataError(
+            f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder or in class "
+            f"subfolders of it"
+        )
+    paths, labels = [], []
+    for i, d in enumerate(classes):
+        files = _image_files(d)
+        paths += files
+        labels += [i] * len(files)
+    return paths, np.array(labels, dtype=np.int64), [d.name for d in classes]
+
+
 def read_image_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
-    """Read every image in `folder` (sorted by name) into one uint8 (N, C, H, W) array."""
+    """Read every image of a folder (flat, or in class subfolders) into one uint8
+    (N, C, H, W) array; returns it with the images' paths relative to the folder."""
+    images, names, _, _ = read_labelled_folder(folder)
+    return images, names
+
+
+def read_labelled_folder(
+    folder: Path,
+) -> tuple[np.ndarray, list[str], np.ndarray | None, list[str]]:
+    """Images, relative paths, labels (None for a flat folder) and class names."""
     from PIL import Image, UnidentifiedImageError
 
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    paths, labels, classes = image_folder_layout(folder)
     images = []
     for p in paths:
         try:
@@ -195,7 +232,8 @@ def read_image_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
         if len({s[:2] for s in shapes}) > 1:
             raise DataError(f"{folder}: images differ in size ({sorted(shapes)[:3]}…); resize them")
         images = [im if im.ndim == 3 else np.repeat(im[..., None], 3, -1) for im in images]
-    return _as_nchw(np.stack(images), str(folder)), [p.name for p in paths]
+    names = [p.relative_to(folder).as_posix() for p in paths]
+    return _as_nchw(np.stack(images), str(folder)), names, labels, classes
 
 
 def read_images(path: str | os.PathLike) -> np.ndarray:
@@ -234,10 +272,13 @@ def read_table(path: str | os.PathLike) -> np.ndarray:
 
 def read_examples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (IDX, .npy, image folder) or tabular rows (.csv) to score, with their labels
-    where an IDX image file has its labels file beside it."""
+    where an IDX image file has its labels file beside it or a folder has class subfolders."""
     p = Path(path)
     if p.suffix == ".csv":
         return read_table(p), None
+    if p.is_dir():
+        images, _, labels, _ = read_labelled_folder(p)
+        return images, labels
     labels = None
     sibling = p.with_name(p.name.replace("images-idx3", "labels-idx1"))
     if sibling != p and sibling.exists():
@@ -247,11 +288,17 @@ def read_examples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | Non
 
 def split_holdout(images: np.ndarray, fraction: float = 0.1, seed: int = 0):
     """A fixed random split into (train, test): the same seed always gives the same split."""
-    n_test = max(1, int(round(len(images) * fraction)))
-    if len(images) < 2:
+    train, test = holdout_indices(len(images), fraction, seed)
+    return images[train], images[test]
+
+
+def holdout_indices(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Indices of a fixed random (train, test) split of n examples."""
+    if n < 2:
         raise DataError("need at least 2 images to hold some out for testing")
-    perm = np.random.default_rng(seed).permutation(len(images))
-    return images[perm[n_test:]], images[perm[:n_test]]
+    n_test = max(1, int(round(n * fraction)))
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[n_test:], perm[:n_test]
 
 
 def load_dataset(spec: str, data_dir: str | os.PathLike | None = None) -> Dataset:
@@ -274,5 +321,11 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None) -> Datase
             f"--data {spec!r}: not a named dataset ({', '.join(NAMED_DATASETS)}) and no such "
             f"file or folder"
         )
+    if path.is_dir():
+        images, _, labels, _ = read_labelled_folder(path)
+        tr, te = holdout_indices(len(images))
+        if labels is None:
+            return Dataset(path.name, images[tr], images[te])
+        return Dataset(path.name, images[tr], images[te], labels[tr], labels[te])
     tr, te = split_holdout(read_images(path))
     return Dataset(path.stem, tr, te)

@@ -220,9 +220,7 @@ def write_container(images: np.ndarray, container: dict[str, Any], out: str | Pa
         from PIL import Image
 
         names = container["names"]
-        if len(names) != len(images) or any(
-            Path(n).name != n or Path(n).suffix.lower() not in IMAGE_SUFFIXES for n in names
-        ):
+        if len(names) != len(images) or not all(_safe_relative_name(n) for n in names):
             raise CodingError("the file is corrupt (bad image names in its header)")
         out.mkdir(parents=True, exist_ok=True)
         for name, im in zip(names, images, strict=True):
@@ -261,6 +259,19 @@ def write_container(images: np.ndarray, container: dict[str, Any], out: str | Pa
     np.save(buf, arr, allow_pickle=False)
     atomic_write_bytes(out, buf.getvalue())
     return notes
+
+
+def _safe_relative_name(name: object) -> bool:
+    """An image path inside the output folder: relative, no '..', at most one class folder."""
+    if not isinstance(name, str) or not name or "\\" in name:
+        return False
+    parts = Path(name).parts
+    return (
+        not Path(name).is_absolute()
+        and len(parts) <= 2
+        and all(p not in ("", ".", "..") for p in parts)
+        and Path(name).suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def _png_bytes(im) -> bytes:
