@@ -45,3 +45,60 @@ def test_bad_config_files(tmp_path, text, match):
 def test_unknown_preset():
     with pytest.raises(VaekitError, match="unknown preset"):
         preset("huge")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[train]\nlr = "fast"\n', r"train.lr = 'fast': must be a finite number"),
+        ("[model]\nlatent_dim = 2.5\n", r"model.latent_dim = 2.5: must be an integer"),
+        ("[model]\nhidden = 256\n", r"model.hidden = 256: must be a list"),
+        ('[train]\nepochs = "3"\n', r"train.epochs = '3': must be an integer"),
+        ('[train]\nbf16 = "no"\n', r"train.bf16 = 'no': must be true or false"),
+        ('[model]\nprior = "gauss"\n', r"model.prior = 'gauss': must be one of"),
+    ],
+)
+def test_config_file_settings_are_type_checked(tmp_path, text, message):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(VaekitError, match=message):
+        load_config_file(p)
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("train.lr=-1", "must be > 0"),
+        ("train.lr=nan", "must be a finite number"),
+        ("train.batch_size=0", "must be >= 1"),
+        ("model.latent_dim=-3", "must be >= 1"),
+        ("model.hidden=256,0", "each item must be >= 1"),
+        ("train.bf16=maybe", "not true or false"),
+    ],
+)
+def test_overrides_are_range_checked(item, message):
+    with pytest.raises(VaekitError, match=message):
+        apply_overrides(preset("demo"), [item])
+
+
+def test_a_bad_setting_writes_nothing(tmp_path, npy_data):
+    from click.testing import CliRunner
+
+    from vaekit.cli import main
+
+    out = tmp_path / "r"
+    args = ["train", "--data", str(npy_data), "--out", str(out), "--set", "train.lr=-1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "error: setting train.lr = -1.0: must be > 0" in res.output
+    assert not out.exists()
+
+
+def test_resume_refuses_to_shrink_a_run(tmp_path, npy_data):
+    from tests.conftest import tiny_config
+    from vaekit.training import train
+
+    run = train(tiny_config(npy_data, epochs=2), tmp_path / "r", progress=False)
+    config_before = (run / "config.json").read_text()
+    with pytest.raises(VaekitError, match="trained 2 epochs already"):
+        train(tiny_config(npy_data), run, resume=True, progress=False, total_epochs=1)
+    assert (run / "config.json").read_text() == config_before

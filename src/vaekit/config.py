@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -75,7 +76,8 @@ class Config:
         if unknown:
             raise VaekitError(f"config: unknown section(s) {sorted(unknown)}; use model/train")
         model, train = _migrate(dict(d.get("model", {})), dict(d.get("train", {})))
-        return cls(_build(ModelConfig, model, "model"), _build(TrainConfig, train, "train"))
+        cfg = cls(_build(ModelConfig, model, "model"), _build(TrainConfig, train, "train"))
+        return validate(cfg)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -189,7 +191,7 @@ def load_config_file(path: str | Path) -> Config:
         raise VaekitError(f"config file {path} is not valid {path.suffix[1:]}: {e}") from e
     try:
         return Config.from_dict(d)
-    except TypeError as e:
+    except (TypeError, VaekitError) as e:
         raise VaekitError(f"config file {path}: {e}") from e
 
 
@@ -210,7 +212,11 @@ def _coerce(value: str, hint: Any) -> Any:
     if args:  # Optional[X] / X | None
         hint = next(a for a in args if a is not type(None))
     if hint is bool:
-        return value.lower() in ("1", "true", "yes", "on")
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{value!r} is not true or false")
     return hint(value)
 
 
@@ -231,10 +237,122 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             setattr(obj, name, _coerce(value, hints[name]))
         except (ValueError, TypeError) as e:
             raise VaekitError(f"override {item!r}: {e}") from e
-    return cfg
+    return validate(cfg)
 
 
 def replace(cfg: Config, **train_changes: Any) -> Config:
     """A copy of `cfg` with some train settings changed (None values are ignored)."""
     changes = {k: v for k, v in train_changes.items() if v is not None}
-    return Config(dataclasses.replace(cfg.model), dataclasses.replace(cfg.train, **changes))
+    return validate(
+        Config(dataclasses.replace(cfg.model), dataclasses.replace(cfg.train, **changes))
+    )
+
+
+# ---- validation: every setting has a type (from the dataclass) and a range ---------------
+
+_AT_LEAST_1 = (1, None, False)
+_AT_LEAST_0 = (0, None, False)
+_POSITIVE = (0, None, True)
+# setting -> (lowest, highest, lowest excluded); lists: the range of each item
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "model.latent_dim": _AT_LEAST_1,
+    "model.hidden": _AT_LEAST_1,
+    "model.channels": _AT_LEAST_1,
+    "model.blocks": _AT_LEAST_0,
+    "model.n_mix": _AT_LEAST_1,
+    "model.prior_components": _AT_LEAST_1,
+    "model.image_shape": _AT_LEAST_1,
+    "train.limit": _AT_LEAST_1,
+    "train.epochs": _AT_LEAST_1,
+    "train.batch_size": _AT_LEAST_1,
+    "train.lr": _POSITIVE,
+    "train.lr_final": _AT_LEAST_0,
+    "train.weight_decay": _AT_LEAST_0,
+    "train.grad_clip": _POSITIVE,
+    "train.iw_k": _AT_LEAST_1,
+    "train.beta": _AT_LEAST_0,
+    "train.kl_warmup_epochs": _AT_LEAST_0,
+    "train.free_bits": _AT_LEAST_0,
+    "train.seed": _AT_LEAST_0,
+    "train.threads": _AT_LEAST_1,
+    "train.workers": _AT_LEAST_0,
+    "train.eval_batch_size": _AT_LEAST_1,
+}
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Settings that name a registered thing (imported here: the registries import config)."""
+    from vaekit.data.pixels import PIXEL_MODES
+    from vaekit.models import MODELS
+    from vaekit.nets import ARCHITECTURES
+    from vaekit.nets.mlp import ACTIVATIONS
+    from vaekit.objectives import OBJECTIVES
+    from vaekit.priors import PRIORS
+
+    return {
+        "model.family": MODELS.names(),
+        "model.pixels": PIXEL_MODES.names(),
+        "model.arch": ARCHITECTURES.names(),
+        "model.activation": tuple(ACTIVATIONS),
+        "model.prior": PRIORS.names(),
+        "train.objective": OBJECTIVES,
+        "train.device": ("cpu", "cuda", "mps", "auto"),
+    }
+
+
+def _type_error(hint: Any, value: Any) -> str | None:
+    """Why `value` is not of type `hint` (None when it is)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            return "must be a list"
+        errors = [_type_error(typing.get_args(hint)[0], v) for v in value]
+        return next((f"each item {e[5:]}" for e in errors if e), None)
+    if hint is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if hint is int:
+        return (
+            None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+        )
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok and math.isfinite(value) else "must be a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "must be a string"
+    return None
+
+
+def _range_error(value: Any, lo: float, hi: float | None, lo_open: bool) -> str | None:
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v is None:
+            continue
+        if (v <= lo if lo_open else v < lo) or (hi is not None and v > hi):
+            bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
+            return ("each item must be " if isinstance(value, list) else "must be ") + bound
+    return None
+
+
+def validate(cfg: Config) -> Config:
+    """Check every setting's type and range; the first problem is one `VaekitError` line
+    naming the setting, its value and what is allowed. Returns `cfg`."""
+    choices = _choices()
+    for section in ("model", "train"):
+        obj = getattr(cfg, section)
+        hints = typing.get_type_hints(type(obj))
+        for f in fields(obj):
+            key, value = f"{section}.{f.name}", getattr(obj, f.name)
+            problem = _type_error(hints[f.name], value)
+            if problem is None and key in _RANGES:
+                problem = _range_error(value, *_RANGES[key])
+            if problem is None and key in choices and value not in choices[key]:
+                problem = f"must be one of {', '.join(choices[key])}"
+            if problem is None and key == "model.image_shape" and len(value) != 3:
+                problem = "must be [channels, height, width]"
+            if problem:
+                raise VaekitError(f"setting {key} = {value!r}: {problem}")
+    return cfg

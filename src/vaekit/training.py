@@ -25,7 +25,7 @@ from vaekit.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from vaekit.config import Config
+from vaekit.config import Config, validate
 from vaekit.data import Dataset
 from vaekit.data.splits import Splits, load_splits, sample_values
 from vaekit.data.streaming import NpyShards
@@ -195,6 +195,7 @@ def train(
     through DistributedDataParallel, and rank 0 alone logs and writes checkpoints.
     """
     run_dir = Path(run_dir)
+    validate(config)  # a bad setting is one clear line, before anything is written
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     world, device = distributed.init(resolve_device(config.train.device))
@@ -202,6 +203,11 @@ def train(
     model, config, state, splits = _start(config, run_dir, resume, device, dataset)
     t = config.train
     if total_epochs is not None:
+        if total_epochs < state.epoch:
+            raise VaekitError(
+                f"{run_dir} has trained {state.epoch} epochs already; --epochs {total_epochs} "
+                f"would not extend it (give a total of at least {state.epoch})"
+            )
         t.epochs = total_epochs
     if world.is_main:
         if resume:
