@@ -248,3 +248,30 @@ def test_train_refuses_out_of_range_counts(tmp_path, npy_data, flag):
     res = CliRunner().invoke(main, ["train", "--data", str(npy_data), "--out", str(out), *flag])
     assert res.exit_code == 2 and "Invalid value" in res.output
     assert not out.exists()
+
+
+def test_a_collapsed_run_says_so(tmp_path, npy_data, monkeypatch):
+    import json
+
+    out = tmp_path / "r"
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(npy_data),
+            "--out",
+            str(out),
+            "--preset",
+            "demo",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--set",
+            "train.beta=50",
+        ],  # a KL weight of 50 switches every unit off
+    )
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["test_active_units"] == 0
+    assert "warning: no latent unit is active" in res.output

@@ -18,6 +18,7 @@ from vaekit.data.sources import read_examples
 from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
 from vaekit.evaluation import evaluate
+from vaekit.runs import collapse_note
 from vaekit.training import train
 from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
 
@@ -145,6 +146,9 @@ def train_cmd(
     run = train(cfg, out, resume=resume, progress=not quiet, total_epochs=epochs)
     if distributed.world_from_env().is_main:
         click.echo(f"run folder: {run}  (checkpoint: {run / 'checkpoint.safetensors'})")
+        note = collapse_note(run)
+        if note:
+            click.echo(f"warning: {note}", err=True)
     distributed.shutdown()
 
 

@@ -40,3 +40,16 @@ def truncate_metrics(run_dir: Path, epochs_done: int) -> None:
         rows = [r for r in path.read_text().splitlines() if r.strip()]
         keep = [r for r in rows if json.loads(r).get("epoch", 0) <= epochs_done]
         atomic_write_text(path, "".join(r + "\n" for r in keep))
+
+
+def collapse_note(run_dir: Path) -> str | None:
+    """A warning when the run ended with no active latent unit (posterior collapse): every
+    sample is then the same mean image, which a small data set makes likely."""
+    rows = read_metrics(run_dir)
+    if not rows or rows[-1].get("test_active_units", 1) > 0:
+        return None
+    return (
+        "no latent unit is active after the last epoch (posterior collapse): the decoder "
+        "ignores z and every sample is the same mean image. With little data, train longer, "
+        "or try --set train.kl_warmup_epochs=10 or --set train.free_bits=0.1"
+    )
