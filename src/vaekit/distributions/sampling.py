@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.distributions import Distribution, Independent, Normal
 
@@ -11,8 +13,8 @@ from vaekit.distributions.mixture import DiagonalGaussianMixture
 def sample_with_temperature(p: Distribution, n: int, temperature: float = 1.0) -> torch.Tensor:
     """n draws from a diagonal Gaussian or a diagonal-Gaussian mixture with each scale
     multiplied by `temperature` (1 draws from p itself; 0 gives the means or component means)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0; got {temperature}")
     if isinstance(p, Independent) and isinstance(p.base_dist, Normal):
         loc, scale = p.base_dist.loc, p.base_dist.scale
         eps = torch.randn(n, *loc.shape[-1:], device=loc.device)
