@@ -274,4 +274,17 @@ def test_a_collapsed_run_says_so(tmp_path, npy_data, monkeypatch):
     assert res.exit_code == 0, res.output
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["test_active_units"] == 0
-    assert "warning: no latent unit is active" in res.output
+    assert "warning: posterior collapse: 0 active latent units" in res.output
+    assert "posterior collapse" in rows[-1]["warnings"][-1]
+
+
+def test_resume_says_which_flags_it_ignores(mnist_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "again"
+    shutil.copytree(mnist_run, run)
+    res = CliRunner().invoke(
+        main, ["train", "--out", str(run), "--resume", "--epochs", "3", "--limit", "50", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "warning: --resume continues with the run's own settings; ignored: --limit" in res.output

@@ -131,3 +131,21 @@ def test_iwae_objective_trains(tmp_path, npy_data):
     m = _metrics(run)
     assert m[0]["train_bound_name"] == "iwae-k4"
     assert m[-1]["train_loss"] < m[0]["train_loss"]
+
+
+def test_a_small_data_set_is_warned_about_in_the_log_and_metrics(tmp_path, npy_data, capsys):
+    """400 images at batch 32 for 2 epochs is 24 steps: far too few, and the run says so."""
+    run = train(tiny_config(npy_data, epochs=2), tmp_path / "r", progress=False)
+    first = _metrics(run)[0]
+    assert "only 360 training images: 22 optimizer steps" in first["warnings"][0]
+    assert "warning: only 360 training images" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_says_they_were_ignored(tmp_path, npy_data, capsys):
+    run = train(tiny_config(npy_data, epochs=1), tmp_path / "r", progress=False)
+    other = tiny_config(npy_data)
+    other.train.lr = 0.5
+    train(other, run, resume=True, progress=False, total_epochs=2)
+    row = _metrics(run)[-1]
+    assert "ignored: train.lr" in row["warnings"][0]
+    assert "ignored: train.lr" in capsys.readouterr().err

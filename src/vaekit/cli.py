@@ -12,13 +12,12 @@ import torch
 
 from vaekit import distributed
 from vaekit.checkpoint import load_checkpoint
-from vaekit.config import PRESETS, Config, apply_overrides, load_config_file, preset, replace
+from vaekit.config import PRESETS, apply_overrides, load_config_file, preset, replace
 from vaekit.data.pixels import PIXEL_MODES
 from vaekit.data.sources import read_examples
 from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
 from vaekit.evaluation import evaluate
-from vaekit.runs import collapse_note
 from vaekit.training import train
 from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
 
@@ -122,7 +121,26 @@ def train_cmd(
             raise VaekitError(
                 "--resume continues the run's own config; drop --config/--preset/--set"
             )
-        cfg = Config()  # replaced by the checkpoint's config inside train()
+        ignored = [
+            flag
+            for flag, value in (
+                ("--data", data),
+                ("--data-dir", data_dir),
+                ("--pixels", pixels),
+                ("--limit", limit),
+                ("--seed", seed),
+                ("--device", device),
+                ("--compile", compile_),
+            )
+            if value is not None
+        ]
+        if ignored:
+            click.echo(
+                f"warning: --resume continues with the run's own settings; ignored: "
+                f"{', '.join(ignored)}",
+                err=True,
+            )
+        cfg = None  # the checkpoint's config
     elif config_file and preset_name:
         raise VaekitError("give --config or --preset, not both")
     else:
@@ -146,9 +164,6 @@ def train_cmd(
     run = train(cfg, out, resume=resume, progress=not quiet, total_epochs=epochs)
     if distributed.world_from_env().is_main:
         click.echo(f"run folder: {run}  (checkpoint: {run / 'checkpoint.safetensors'})")
-        note = collapse_note(run)
-        if note:
-            click.echo(f"warning: {note}", err=True)
     distributed.shutdown()
 
 

@@ -42,14 +42,14 @@ def truncate_metrics(run_dir: Path, epochs_done: int) -> None:
         atomic_write_text(path, "".join(r + "\n" for r in keep))
 
 
-def collapse_note(run_dir: Path) -> str | None:
-    """A warning when the run ended with no active latent unit (posterior collapse): every
-    sample is then the same mean image, which a small data set makes likely."""
-    rows = read_metrics(run_dir)
-    if not rows or rows[-1].get("test_active_units", 1) > 0:
+def collapse_note(row: dict[str, Any]) -> str | None:
+    """A warning for an epoch's metrics row that shows posterior collapse (no active latent
+    unit, or a test KL under 0.1 nats): every sample is then the same mean image."""
+    if row.get("test_active_units", 1) > 0 and row.get("test_kl", 1.0) >= 0.1:
         return None
     return (
-        "no latent unit is active after the last epoch (posterior collapse): the decoder "
-        "ignores z and every sample is the same mean image. With little data, train longer, "
-        "or try --set train.kl_warmup_epochs=10 or --set train.free_bits=0.1"
+        f"posterior collapse: {row.get('test_active_units')} active latent units and a test KL "
+        f"of {row.get('test_kl', 0.0):.3f} nats after the last epoch, so the decoder ignores z "
+        "and every sample is the same mean image. Train longer, or try "
+        "--set train.kl_warmup_epochs=10 or --set train.free_bits=0.1"
     )

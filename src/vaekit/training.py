@@ -6,6 +6,7 @@ exact resume. The model is any `LatentVariableModel`; the loss is `objectives.Tr
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +35,7 @@ from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.evaluation import evaluate
 from vaekit.models import LatentVariableModel, build_model
 from vaekit.objectives import TrainingObjective
-from vaekit.runs import append_metrics, truncate_metrics, write_config
+from vaekit.runs import append_metrics, collapse_note, truncate_metrics, write_config
 
 
 def learning_rate(config: Config, step: int, total_steps: int) -> float:
@@ -179,7 +180,7 @@ def _start(
 
 
 def train(
-    config: Config,
+    config: Config | None,
     run_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
@@ -195,12 +196,19 @@ def train(
     through DistributedDataParallel, and rank 0 alone logs and writes checkpoints.
     """
     run_dir = Path(run_dir)
-    validate(config)  # a bad setting is one clear line, before anything is written
+    if config is None and not resume:
+        raise VaekitError("a new run needs a config (vaekit.preset(...) or a Config)")
+    if config is not None:
+        validate(config)  # a bad setting is one clear line, before anything is written
+    given = config
+    if resume:
+        config = load_checkpoint(run_dir, with_state=False)[1]
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     world, device = distributed.init(resolve_device(config.train.device))
     progress = progress and world.is_main
     model, config, state, splits = _start(config, run_dir, resume, device, dataset)
+    notes = _resume_notes(given, config) if resume else []
     t = config.train
     if total_epochs is not None:
         if total_epochs < state.epoch:
@@ -242,6 +250,10 @@ def train(
     b = min(t.batch_size, shard)
     steps_per_epoch = shard // b  # drop the ragged last batch: equal-size steps on every rank
     total_steps = steps_per_epoch * t.epochs
+    if not resume:
+        notes += _data_notes(len(splits.train), steps_per_epoch, t.epochs)
+    for note in notes if world.is_main else []:
+        tqdm.write(f"warning: {note}", file=sys.stderr)
     step = state.step
     for epoch in range(state.epoch, t.epochs):
         model.train()
@@ -316,6 +328,11 @@ def train(
                 world.size,
                 bf16,
             )
+            if epoch + 1 == t.epochs and (collapse := collapse_note(row)):
+                notes.append(collapse)
+                tqdm.write(f"warning: {collapse}", file=sys.stderr)
+            if notes:
+                row["warnings"], notes = notes, []
             # Metrics first: a crash before the checkpoint lands only repeats this epoch on
             # resume, and resume drops rows past the checkpoint, so no epoch is lost or doubled.
             append_metrics(run_dir, row)
@@ -337,6 +354,41 @@ def train(
                 on_epoch(row, model)
         distributed.barrier()
     return run_dir
+
+
+SMALL_RUN_STEPS = 1000  # fewer optimizer steps than this rarely trains a VAE of these sizes
+
+
+def _data_notes(n_train: int, steps_per_epoch: int, epochs: int) -> list[str]:
+    """A warning when the data and epochs give too few optimizer steps for the model to learn."""
+    steps = steps_per_epoch * epochs
+    if steps >= SMALL_RUN_STEPS:
+        return []
+    need = math.ceil(SMALL_RUN_STEPS / max(1, steps_per_epoch))
+    return [
+        f"only {n_train} training images: {steps} optimizer steps in all ({epochs} epochs of "
+        f"{steps_per_epoch}); a VAE usually needs a few thousand. Try --epochs {need}, or a "
+        f"smaller batch (--set train.batch_size=32)"
+    ]
+
+
+def _resume_notes(given: Config | None, run: Config) -> list[str]:
+    """A warning naming the settings of `given` that differ from the resumed run's own."""
+    if given is None:
+        return []
+    a, b = given.to_dict(), run.to_dict()
+    differ = [
+        f"{section}.{k}"
+        for section in ("model", "train")
+        for k in a[section]
+        if a[section][k] != b[section].get(k) and k not in ("epochs", "image_shape")
+    ]
+    if not differ:
+        return []
+    return [
+        "resume continues with the run's own settings; these given settings differ and were "
+        f"ignored: {', '.join(differ)}. Start a new run (another --out) to change them"
+    ]
 
 
 def _end_epoch(
