@@ -254,23 +254,9 @@ def test_a_collapsed_run_says_so(tmp_path, npy_data, monkeypatch):
     import json
 
     out = tmp_path / "r"
-    res = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--data",
-            str(npy_data),
-            "--out",
-            str(out),
-            "--preset",
-            "demo",
-            "--epochs",
-            "1",
-            "--quiet",
-            "--set",
-            "train.beta=50",
-        ],  # a KL weight of 50 switches every unit off
-    )
+    # a KL weight of 50 switches every unit off
+    flags = "--preset demo --epochs 1 --quiet --set train.beta=50".split()
+    res = CliRunner().invoke(main, ["train", "--data", str(npy_data), "--out", str(out), *flags])
     assert res.exit_code == 0, res.output
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["test_active_units"] == 0

@@ -18,25 +18,9 @@ def world(tmp_path_factory):
     run = root / "run"
     data = (np.random.default_rng(0).random((60, 12, 12)) * 255).astype(np.uint8)
     np.save(root / "good.npy", data)
-    res = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--data",
-            str(root / "good.npy"),
-            "--out",
-            str(run),
-            "--preset",
-            "demo",
-            "--epochs",
-            "1",
-            "--quiet",
-            "--set",
-            "model.hidden=16",
-            "--set",
-            "model.latent_dim=2",
-        ],
-    )
+    flags = "--preset demo --epochs 1 --quiet --set model.hidden=16 --set model.latent_dim=2"
+    args = ["train", "--data", str(root / "good.npy"), "--out", str(run), *flags.split()]
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     (root / "empty.npy").write_bytes(b"")
     (root / "junk.npy").write_bytes(b"\x93NUMPY garbage")
