@@ -106,14 +106,27 @@ def _open(path: Path):
     return f, meta
 
 
+def _config(path: Path, meta: dict[str, str]) -> Config:
+    try:
+        return Config.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError, VaekitError) as e:
+        raise CheckpointError(f"{path}: its config cannot build a model ({e})") from e
+
+
+def checkpoint_config(run: str | Path) -> Config:
+    """The config a checkpoint was trained with, read from its metadata alone."""
+    path = checkpoint_path(run)
+    return _config(path, _open(path)[1])
+
+
 def load_checkpoint(
     run: str | Path, map_location: str = "cpu", with_state: bool = False
 ) -> tuple[LatentVariableModel, Config, TrainingState]:
     """Rebuild the model from a checkpoint (and, if asked, the optimizer/RNG state)."""
     path = checkpoint_path(run)
     f, meta = _open(path)
+    config = _config(path, meta)
     try:
-        config = Config.from_dict(json.loads(meta["config"]))
         model = build_model(config.model)
     except (KeyError, ValueError, TypeError, VaekitError) as e:
         raise CheckpointError(f"{path}: its config cannot build a model ({e})") from e

@@ -22,6 +22,7 @@ from vaekit import distributed
 from vaekit.checkpoint import (
     CHECKPOINT_NAME,
     TrainingState,
+    checkpoint_config,
     checkpoint_path,
     load_checkpoint,
     save_checkpoint,
@@ -201,8 +202,8 @@ def train(
     if config is not None:
         validate(config)  # a bad setting is one clear line, before anything is written
     given = config
-    if resume:
-        config = load_checkpoint(run_dir, with_state=False)[1]
+    if resume:  # the run's own config decides threads and device
+        config = checkpoint_config(run_dir)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     world, device = distributed.init(resolve_device(config.train.device))

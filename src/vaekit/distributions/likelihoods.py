@@ -112,12 +112,9 @@ class DiscretizedLogisticMixture(Distribution):
         return torch.addcmul(offset, edge.unsqueeze(self.mix_dim), inv_s)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        inv_s = torch.exp(-self.log_scales)
         # upper = (x + 1/255 - mean) / s and lower = upper - (2/255) / s for x = v/127.5 - 1
-        upper = torch.addcmul(
-            -self.means * inv_s, level_edge(value + 1.0).unsqueeze(self.mix_dim), inv_s
-        )
-        width = inv_s * (1.0 / 127.5)
+        upper = self._standardized(level_edge(value + 1.0))
+        width = self._inv_scale_and_offset[0] * (1.0 / 127.5)
         lower = upper - width
         # log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) + logsigmoid(-b) + log(1 - e^(b-a)),
         # exact and stable for any a > b; the edge bins keep only their open side.

@@ -64,10 +64,11 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return round_to_grid(t).cpu().numpy()
 
 
-def _gaussian_params(dist: Distribution) -> tuple[np.ndarray, np.ndarray]:
+def _gaussian_params(dist: Distribution, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation times `scale`, rounded to the parameter grid."""
     if not (isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)):
         raise CodingError(f"bits-back coding needs Gaussian posteriors; got {type(dist).__name__}")
-    return _np(dist.base_dist.loc), _np(dist.base_dist.scale)
+    return _np(dist.base_dist.loc * scale), _np(dist.base_dist.scale * scale)
 
 
 class LatentCoder:
@@ -88,11 +89,8 @@ class LatentCoder:
     def posterior_params(self, q: Distribution) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation in grid units, rounded (the scale is a power of two,
         so scaling before rounding is exact)."""
-        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
-            raise CodingError(f"bits-back coding needs Gaussian posteriors; got {type(q).__name__}")
-        mean = _np(q.base_dist.loc * self.scale)
-        std = np.maximum(_np(q.base_dist.scale * self.scale), 0.5 * PARAM_GRID * self.scale)
-        return mean, std
+        mean, std = _gaussian_params(q, self.scale)
+        return mean, np.maximum(std, 0.5 * PARAM_GRID * self.scale)
 
     def _windowed(self, mean: np.ndarray, std: np.ndarray):
         """Split latents into groups sharing a window [-w, w] around their rounded means.
