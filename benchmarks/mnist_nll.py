@@ -63,6 +63,7 @@ def main() -> None:
             "bits_per_dim": res["bits_per_dim"],
             "active_units": res["active_units"],
             "latent_dim": res["latent_dim"],
+            "groups": res.get("groups"),
             "train_seconds": train_s,
             "eval_seconds": eval_s,
             "images_per_s": sum(m["images_per_s"] for m in metrics) / len(metrics),

@@ -21,7 +21,9 @@ class ModelConfig:
     family: str = "vae"  # the model registry's name (vaekit.models)
     pixels: str = "dynamic-binary"  # pixel mode (vaekit.data.pixels); picks the likelihood
     arch: str = "mlp"  # mlp | conv (vaekit.nets)
-    latent_dim: int = 32
+    latent_dim: int = 32  # the one-layer VAE's latent size
+    latent_groups: list[int] = field(default_factory=list)  # hvae: group sizes, top first
+    group_width: int = 256  # hvae: width of the top-down state and per-group networks
     hidden: list[int] = field(default_factory=lambda: [512, 512])  # mlp widths
     activation: str = "relu"  # mlp hidden activation: relu | silu | gelu | elu | tanh
     channels: int = 32  # conv base width
@@ -45,6 +47,7 @@ class TrainConfig:
     lr_final: float = 1e-4  # cosine decay from lr to lr_final over the run
     weight_decay: float = 0.0
     grad_clip: float | None = 100.0
+    grad_skip: float | None = None  # skip updates whose gradient norm exceeds this
     objective: str = "elbo"  # elbo | iwae
     iw_k: int = 1  # samples for the IWAE bound
     beta: float = 1.0  # weight on KL (beta-VAE); 1 gives the true ELBO
@@ -109,6 +112,25 @@ _MLP_TRAIN = {
     "init_output_bias": True,
 }
 
+_HVAE_MODEL = {
+    "family": "hvae",
+    "hidden": [512, 512],
+    "activation": "silu",
+    "latent_groups": [16, 32, 64],
+    "group_width": 256,
+}
+_HVAE_TRAIN = {
+    "epochs": 400,
+    "batch_size": 512,
+    "lr": 2e-3,
+    "lr_final": 5e-5,
+    "kl_warmup_epochs": 10,
+    "free_bits": 0.01,
+    "grad_clip": 200.0,
+    "grad_skip": 3000.0,
+    "init_output_bias": True,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # A minute on a laptop: enough to see digits, not a benchmark.
     "demo": {
@@ -164,6 +186,24 @@ PRESETS: dict[str, dict[str, Any]] = {
             "lr_final": 1e-4,
             "kl_warmup_epochs": 3,
         },
+    },
+    # The top-down hierarchical VAE for dynamically binarized MNIST on a CPU
+    # (benchmarks/mnist_nll.py): groups of 16, 32 and 64 latents, top first.
+    "hvae": {"model": _HVAE_MODEL, "train": _HVAE_TRAIN},
+    # The same hierarchy on 8-bit MNIST under a discretized logistic mixture (compression).
+    "hvae-8bit": {
+        "model": {**_HVAE_MODEL, "pixels": "8bit", "n_mix": 3},
+        "train": {**_HVAE_TRAIN, "epochs": 200, "batch_size": 256, "lr": 1e-3},
+    },
+    # Convolutional bottom-up and output networks around the same top-down path (for GPUs).
+    "hvae-conv": {
+        "model": {**_HVAE_MODEL, "arch": "conv", "channels": 64, "blocks": 2},
+        "train": {**_HVAE_TRAIN, "epochs": 100, "batch_size": 256},
+    },
+    # A minute on a laptop: a small hierarchy, enough to see digits and every use work.
+    "hvae-demo": {
+        "model": {**_HVAE_MODEL, "hidden": [256], "latent_groups": [8, 16], "group_width": 128},
+        "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3, "init_output_bias": True},
     },
     # 8-bit MNIST under a discretized logistic mixture (exact bits/dim; for compression).
     "mlp-8bit": {
@@ -256,6 +296,8 @@ _POSITIVE = (0, None, True)
 # setting -> (lowest, highest, lowest excluded); lists: the range of each item
 _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "model.latent_dim": _AT_LEAST_1,
+    "model.latent_groups": _AT_LEAST_1,
+    "model.group_width": _AT_LEAST_1,
     "model.hidden": _AT_LEAST_1,
     "model.channels": _AT_LEAST_1,
     "model.blocks": _AT_LEAST_0,
@@ -269,6 +311,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "train.lr_final": _AT_LEAST_0,
     "train.weight_decay": _AT_LEAST_0,
     "train.grad_clip": _POSITIVE,
+    "train.grad_skip": _POSITIVE,
     "train.iw_k": _AT_LEAST_1,
     "train.beta": _AT_LEAST_0,
     "train.kl_warmup_epochs": _AT_LEAST_0,
@@ -355,4 +398,8 @@ def validate(cfg: Config) -> Config:
                 problem = "must be [channels, height, width]"
             if problem:
                 raise VaekitError(f"setting {key} = {value!r}: {problem}")
+    from vaekit.models import MODELS
+
+    if problem := MODELS.get(cfg.model.family).config_problem(cfg.model):
+        raise VaekitError(f"model config: {problem}")
     return cfg

@@ -263,6 +263,7 @@ def train(
         )
         # loss, bound, reconstruction, kl: summed on the device, read once per epoch
         sums = torch.zeros(4, dtype=torch.float64, device=device)
+        skipped = torch.zeros((), dtype=torch.int64, device=device)
         t0 = time.perf_counter()
         bar = tqdm(
             range(steps_per_epoch),
@@ -287,11 +288,17 @@ def train(
             # any rank is a NaN on all, and they all stop together without an extra collective.
             gnorm = _clip_gradients(params, t.grad_clip, scale_always=device.type != "cpu")
             bad = ~(torch.isfinite(gnorm) & torch.isfinite(loss.detach()))
+            # A finite gradient far above the usual norm (a rare bad batch in a deep
+            # hierarchy) skips the update instead of stopping the run (NVAE, VDVAE).
+            skip = bad if t.grad_skip is None else bad | (gnorm > t.grad_skip)
             if guard.skips_on_device:
-                opt.found_inf = bad.float()  # the fused kernel leaves weights untouched
+                opt.found_inf = skip.float()  # the fused kernel leaves weights untouched
+                opt.step()
             else:
                 guard.check(bad, epoch, step + 1)
-            opt.step()
+                if t.grad_skip is None or not bool(skip):
+                    opt.step()
+            skipped += skip & ~bad
             guard.record(bad)
             step += 1
             parts = [loss.detach(), bound.detach().mean()]
@@ -332,6 +339,8 @@ def train(
             if epoch + 1 == t.epochs and (collapse := collapse_note(row)):
                 notes.append(collapse)
                 tqdm.write(f"warning: {collapse}", file=sys.stderr)
+            if t.grad_skip is not None:
+                row["skipped_steps"] = int(skipped)
             if notes:
                 row["warnings"], notes = notes, []
             # Metrics first: a crash before the checkpoint lands only repeats this epoch on

@@ -8,11 +8,13 @@ from vaekit.models.base import (
     build_model,
     group_kl,
 )
+from vaekit.models.hierarchical import HierarchicalVAE
 from vaekit.models.vae import VAE
 
 __all__ = [
     "MODELS",
     "VAE",
+    "HierarchicalVAE",
     "Inference",
     "LatentGroup",
     "LatentVariableModel",

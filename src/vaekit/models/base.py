@@ -87,6 +87,11 @@ class LatentVariableModel(nn.Module):
     pixels: PixelMode
     likelihood: Likelihood
 
+    @staticmethod
+    def config_problem(config: ModelConfig) -> str | None:
+        """Why `config` cannot build this model family (None when it can)."""
+        return None
+
     @property
     def group_dims(self) -> list[int]:  # pragma: no cover
         raise NotImplementedError
