@@ -120,7 +120,7 @@ _HVAE_MODEL = {
     "group_width": 256,
 }
 _HVAE_TRAIN = {
-    "epochs": 400,
+    "epochs": 850,
     "batch_size": 512,
     "lr": 2e-3,
     "lr_final": 5e-5,

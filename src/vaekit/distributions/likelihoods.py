@@ -36,8 +36,9 @@ def full_precision(params: torch.Tensor) -> torch.Tensor:
 
 
 def round_to_grid(t: torch.Tensor) -> torch.Tensor:
-    """`t` in float64, rounded to multiples of `PARAM_GRID` (the coder's parameters)."""
-    return torch.round(t.detach().double() / PARAM_GRID) * PARAM_GRID
+    """`t` in float64 on the CPU, rounded to multiples of `PARAM_GRID` (the coder's
+    parameters): whatever device ran the network, the coder's arithmetic runs on the CPU."""
+    return torch.round(t.detach().cpu().double() / PARAM_GRID) * PARAM_GRID
 
 
 class BernoulliImage(Independent):

@@ -211,19 +211,23 @@ def check_codable(model: LatentVariableModel, values: np.ndarray) -> None:
         raise CodingError(f"images must be uint8, got {values.dtype}")
 
 
+def _device(model: LatentVariableModel) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def _posteriors(model, latents: LatentCoder, coder, x: torch.Tensor) -> list[np.ndarray]:
     symbols, upper = [], []
     for _ in model.group_dims:
         sym = latents.pop_posterior(coder, model.coding_posterior(x, upper))
         symbols.append(sym)
-        upper.append(latents.symbols_to_latents(sym))
+        upper.append(latents.symbols_to_latents(sym).to(x.device))
     return symbols
 
 
 @torch.no_grad()
 def _decoded(model, latents: LatentCoder, symbols: list[np.ndarray]) -> Distribution:
-    z = torch.cat([latents.symbols_to_latents(s) for s in symbols], -1)
+    z = torch.cat([latents.symbols_to_latents(s) for s in symbols], -1).to(_device(model))
     return model.likelihood.coding_distribution(model.decode_params(z))
 
 
@@ -246,14 +250,14 @@ def encode(
     while done < len(values):
         b = int(min(batch_size, len(values) - done, max(1, coder.num_bits() // worst_bits)))
         x_np = values[done : done + b]
-        x = torch.from_numpy(x_np).float()
+        x = torch.from_numpy(x_np).float().to(_device(model))
         symbols = _posteriors(model, latents, coder, x)
         model.likelihood.push(coder, x_np, _decoded(model, latents, symbols))
         upper: list[torch.Tensor] = []
         priors = []
         for sym in symbols:
             priors.append(model.coding_prior(upper))
-            upper.append(latents.symbols_to_latents(sym))
+            upper.append(latents.symbols_to_latents(sym).to(x.device))
         for sym, p in list(zip(symbols, priors, strict=True))[::-1]:
             latents.push_prior(coder, sym, p)
         sizes.append(b)
@@ -283,11 +287,11 @@ def decode(
                 for d in model.group_dims:
                     sym = latents.pop_prior(coder, model.coding_prior(upper), b, d)
                     symbols.append(sym)
-                    upper.append(latents.symbols_to_latents(sym))
+                    upper.append(latents.symbols_to_latents(sym).to(_device(model)))
                 dist = _decoded(model, latents, symbols)
                 x_np = model.likelihood.pop(coder, dist).astype(np.uint8).reshape(b, *shape)
                 out[sl] = x_np
-                x = torch.from_numpy(x_np).float()
+                x = torch.from_numpy(x_np).float().to(_device(model))
                 posteriors = [model.coding_posterior(x, upper[:i]) for i in range(len(symbols))]
                 for sym, q in list(zip(symbols, posteriors, strict=True))[::-1]:
                     latents.push_posterior(coder, sym, q)

@@ -1,0 +1,172 @@
+"""The top-down hierarchical VAE: bounds, exact likelihood on a tiny model, every use."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import synthetic_digits, tiny_config
+from vaekit.checkpoint import load_checkpoint
+from vaekit.config import Config, ModelConfig, validate
+from vaekit.errors import VaekitError
+from vaekit.evaluation import evaluate
+from vaekit.models import HierarchicalVAE, build_model
+from vaekit.objectives import elbo, importance_sampled_log_px
+from vaekit.training import train
+from vaekit.uses.compression import compress, decompress
+
+
+def hvae(pixels="static-binary", groups=(2, 3, 4), shape=(1, 6, 6), width=16, seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        family="hvae",
+        pixels=pixels,
+        latent_groups=list(groups),
+        group_width=width,
+        hidden=[32],
+        image_shape=list(shape),
+        n_mix=2,
+    )
+    model = HierarchicalVAE(cfg).eval()
+    with torch.no_grad():  # away from q = p, so that every term is exercised
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def binary_images(n=32, shape=(1, 6, 6), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, *shape, generator=g) < 0.3).float()
+
+
+def test_kl_per_group_is_nonnegative_and_sums_to_the_total():
+    model = hvae()
+    terms = elbo(model, binary_images())
+    assert len(terms.groups) == 3
+    for g, d in zip(terms.groups, (2, 3, 4), strict=True):
+        assert g.z.shape[-1] == d and (g.kl >= 0).all() and g.kl_per_dim.shape[-1] == d
+        assert torch.allclose(g.kl_per_dim.sum(-1), g.kl, atol=1e-5)
+        assert (g.kl_per_dim >= -1e-6).all()
+    assert torch.allclose(terms.kl, sum(g.kl for g in terms.groups))
+
+
+def test_analytic_kl_of_a_lower_group_matches_monte_carlo():
+    """The lower groups' KL is analytic given the sample above; its MC estimate agrees."""
+    model = hvae()
+    x = binary_images(1).expand(20000, -1, -1, -1)
+    terms = elbo(model, x)
+    g = terms.groups[1]
+    mc = (g.q.log_prob(g.z) - g.p.log_prob(g.z)).mean()
+    assert float(mc) == pytest.approx(float(g.kl.mean()), abs=0.05 + 0.02 * float(g.kl.mean()))
+
+
+def test_elbo_below_importance_sampled_log_px_and_gap_shrinks_with_k():
+    model = hvae()
+    x = binary_images(64)
+    torch.manual_seed(1)
+    bound = elbo(model, x).elbo.mean()
+    estimates = [float(importance_sampled_log_px(model, x, k).mean()) for k in (1, 10, 200)]
+    assert bound <= estimates[-1]
+    assert estimates[0] < estimates[1] < estimates[2]
+
+
+def test_importance_sampled_log_px_agrees_with_quadrature():
+    """Two one-dimensional groups over 2x2 binary images: p(x) by a 2-D quadrature over
+    (z_top, z_bottom | z_top) equals the IS estimate, and sums to 1 over all 16 images."""
+    model = hvae(groups=(1, 1), shape=(1, 2, 2), width=8)
+    u = torch.linspace(-9, 9, 721, dtype=torch.float64)
+    du = u[1] - u[0]
+    log_w = -0.5 * u**2 - 0.5 * math.log(2 * math.pi) + du.log()  # N(0,1) mass per node
+    with torch.no_grad():
+        top = u.float()[:, None]  # (T, 1): z_top on the standard-normal prior's grid
+        p_low = model.coding_prior([top])  # p(z_bottom | z_top), batch (T,)
+        low = p_low.mean[:, None, :] + p_low.stddev[:, None, :] * u.float()[None, :, None]
+        z = torch.cat([top[:, None, :].expand(-1, len(u), -1), low], -1)  # (T, U, 2)
+        images = torch.tensor(
+            [[(i >> b) & 1 for b in range(4)] for i in range(16)], dtype=torch.float32
+        ).view(16, 1, 2, 2)
+        dist = model.decode(z.reshape(-1, 2))
+        log_lik = torch.stack([dist.log_prob(x.expand(len(z.reshape(-1, 2)), -1, -1, -1))
+                               for x in images]).double().view(16, len(u), len(u))
+        exact = torch.logsumexp(log_lik + log_w[None, :, None] + log_w[None, None, :], (1, 2))
+        assert float(torch.logsumexp(exact, 0)) == pytest.approx(0.0, abs=1e-4)
+        torch.manual_seed(0)
+        estimate = importance_sampled_log_px(model, images, 20000).double()
+    assert torch.allclose(estimate, exact, atol=0.02), (estimate - exact).abs().max()
+
+
+def test_temperature_per_group():
+    model = hvae()
+    with pytest.raises(ValueError, match="3 latent groups"):
+        model.sample_latents(2, [1.0, 1.0])
+    a, b = model.sample_latents(4, [0.0, 0.0, 0.0]), model.sample_latents(4, 0.0)
+    assert torch.equal(a, b) and torch.equal(a[0], a[3])  # all means: one deterministic draw
+    torch.manual_seed(0)
+    only_bottom = model.sample_latents(256, [0.0, 0.0, 1.0])
+    assert torch.equal(only_bottom[:, :5], only_bottom[:1, :5].expand(256, -1))
+    assert only_bottom[:, 5:].std(0).min() > 0.01
+    with pytest.raises(ValueError, match="finite"):
+        model.sample_latents(2, [1.0, float("nan"), 1.0])
+
+
+def test_decode_of_posterior_means_reconstructs_through_the_interface():
+    model = hvae()
+    x = binary_images(5)
+    z = model.posterior_means(x)
+    assert z.shape == (5, 9)
+    assert model.reconstruct(x).shape == x.shape and model.generate(3).shape == (3, 1, 6, 6)
+    lw, rec = model.log_weights(x, 7)
+    assert lw.shape == rec.shape == (7, 5)
+
+
+def test_top_level_likelihood_is_a_proper_bound_of_its_own():
+    """With q for the top j groups and the prior below, the weights estimate p_{>j}(x):
+    for j = all groups they are the full model's, and every estimate is finite."""
+    model = hvae()
+    x = binary_images(16)
+    torch.manual_seed(0)
+    full, _ = model.log_weights(x, 50)
+    torch.manual_seed(0)
+    also_full, _ = model.log_weights(x, 50, posterior_groups=3)
+    assert torch.equal(full, also_full)
+    for j in (0, 1, 2):
+        lw, _ = model.log_weights(x, 50, posterior_groups=j)
+        assert torch.isfinite(lw).all()
+
+
+def test_config_needs_groups_and_refuses_a_vampprior():
+    with pytest.raises(VaekitError, match="latent_groups"):
+        validate(Config(ModelConfig(family="hvae")))
+    with pytest.raises(VaekitError, match="VampPrior"):
+        validate(Config(ModelConfig(family="hvae", latent_groups=[4], prior="vamp")))
+    with pytest.raises(VaekitError, match="latent_groups"):
+        validate(Config(ModelConfig(family="hvae", latent_groups=[4, 0])))
+    validate(Config(ModelConfig(family="hvae", latent_groups=[4], prior="mog")))
+
+
+@pytest.mark.parametrize("pixels", ["static-binary", "8bit"])
+def test_bits_back_round_trip_is_exact(pixels):
+    shape = (1, 6, 6)
+    model = hvae(pixels=pixels, shape=shape)
+    rng = np.random.default_rng(0)
+    if pixels == "8bit":
+        images = rng.integers(0, 256, (40, *shape), dtype=np.uint8)
+    else:
+        images = (rng.random((40, *shape)) < 0.3).astype(np.uint8)
+    data = compress(model, images)
+    assert np.array_equal(decompress(model, data), images)
+
+
+def test_every_use_from_a_trained_run(tmp_path, npy_data):
+    cfg = tiny_config(npy_data, epochs=2)
+    cfg.model.family, cfg.model.latent_groups, cfg.model.group_width = "hvae", [2, 4], 16
+    cfg.train.grad_skip = 1e6
+    run = train(cfg, tmp_path / "run", progress=False)
+    model, cfg, _ = load_checkpoint(run)
+    assert isinstance(model, HierarchicalVAE) and model.group_dims == [2, 4]
+    values = torch.from_numpy(synthetic_digits(50))[:, None].float() / 255
+    res = evaluate(model, (values > 0.5).float(), k=20, batch_size=25)
+    assert [g["dims"] for g in res["groups"]] == [2, 4]
+    assert res["elbo"] <= res["log_px"] + 1e-6
+    assert build_model(cfg.model).group_dims == [2, 4]
