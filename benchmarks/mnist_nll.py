@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override the preset's epochs")
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[])
+    ap.add_argument("--device", default="cpu", help="train and evaluate here (cpu, cuda)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from vaekit.config import apply_overrides
@@ -38,14 +39,16 @@ def main() -> None:
         cfg = apply_overrides(preset(name), args.overrides)
         cfg.model.pixels = "dynamic-binary"
         cfg.train.threads = args.threads
+        cfg.train.device = args.device
         if args.epochs:
             cfg.train.epochs = args.epochs
         run = Path(args.out) / f"mnist-{name}-{int(time.time())}"
         t0 = time.perf_counter()
         train(cfg, run, progress=True)
         train_s = time.perf_counter() - t0
-        model, cfg, _ = load_checkpoint(run)
-        splits = load_splits(cfg, torch.device("cpu"))
+        device = torch.device(args.device)
+        model, cfg, _ = load_checkpoint(run, map_location=args.device)
+        splits = load_splits(cfg, device)
         t1 = time.perf_counter()
         res = evaluate(model, splits.test, k=args.k, batch_size=100, progress=True)
         eval_s = time.perf_counter() - t1
@@ -68,6 +71,7 @@ def main() -> None:
             "eval_seconds": eval_s,
             "images_per_s": sum(m["images_per_s"] for m in metrics) / len(metrics),
             "epochs": cfg.train.epochs,
+            "device": args.device,
             "machine": machine(),
             "command": command(),
             "date": now(),

@@ -37,3 +37,31 @@ def test_resume_is_exact_on_cuda(tmp_path, npy_data):
         for run in (full, part)
     ]
     assert rows[0] == pytest.approx(rows[1], rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("family", ["vae", "hvae"])
+@pytest.mark.parametrize("pixels", ["static-binary", "8bit"])
+def test_a_file_written_on_one_device_decodes_on_the_other(family, pixels):
+    """Encode on the CPU and decode on CUDA, and the other way round (issue 14)."""
+    import copy
+
+    import numpy as np
+
+    from tests.conftest import tiny_model
+    from tests.test_hierarchical import hvae
+    from vaekit.uses.compression import compress, decompress
+
+    shape = (1, 12, 12)
+    cpu = tiny_model(pixels, shape=shape, hidden=(64,)) if family == "vae" else hvae(
+        pixels, shape=shape
+    )
+    gpu = copy.deepcopy(cpu).cuda()
+    rng = np.random.default_rng(0)
+    if pixels == "8bit":
+        images = rng.integers(0, 256, (300, *shape), dtype=np.uint8)
+    else:
+        images = (rng.random((300, *shape)) < 0.3).astype(np.uint8)
+    from_cpu, from_gpu = compress(cpu, images), compress(gpu, images)
+    assert np.array_equal(decompress(gpu, from_cpu), images)
+    assert np.array_equal(decompress(cpu, from_gpu), images)
