@@ -53,8 +53,10 @@ def test_a_file_written_on_one_device_decodes_on_the_other(family, pixels):
     from vaekit.uses.compression import compress, decompress
 
     shape = (1, 12, 12)
-    cpu = tiny_model(pixels, shape=shape, hidden=(64,)) if family == "vae" else hvae(
-        pixels, shape=shape
+    cpu = (
+        tiny_model(pixels, shape=shape, hidden=(64,))
+        if family == "vae"
+        else hvae(pixels, shape=shape)
     )
     gpu = copy.deepcopy(cpu).cuda()
     rng = np.random.default_rng(0)

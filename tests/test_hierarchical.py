@@ -91,8 +91,13 @@ def test_importance_sampled_log_px_agrees_with_quadrature():
             [[(i >> b) & 1 for b in range(4)] for i in range(16)], dtype=torch.float32
         ).view(16, 1, 2, 2)
         dist = model.decode(z.reshape(-1, 2))
-        log_lik = torch.stack([dist.log_prob(x.expand(len(z.reshape(-1, 2)), -1, -1, -1))
-                               for x in images]).double().view(16, len(u), len(u))
+        log_lik = (
+            torch.stack(
+                [dist.log_prob(x.expand(len(z.reshape(-1, 2)), -1, -1, -1)) for x in images]
+            )
+            .double()
+            .view(16, len(u), len(u))
+        )
         exact = torch.logsumexp(log_lik + log_w[None, :, None] + log_w[None, None, :], (1, 2))
         assert float(torch.logsumexp(exact, 0)) == pytest.approx(0.0, abs=1e-4)
         torch.manual_seed(0)
@@ -178,3 +183,20 @@ def test_every_use_from_a_trained_run(tmp_path, npy_data):
     assert [g["dims"] for g in res["groups"]] == [2, 4]
     assert res["elbo"] <= res["log_px"] + 1e-6
     assert build_model(cfg.model).group_dims == [2, 4]
+
+
+def test_level_ratio_score_from_the_top_levels():
+    """The level-ratio score is surprise minus the top levels' surprise, example by example,
+    and a one-layer model refuses it with a clear message."""
+    from tests.conftest import tiny_model
+    from vaekit.uses.anomaly_scores import all_scores, anomaly_scores
+
+    model = hvae()
+    images = (binary_images(12) * 255).to(torch.uint8)
+    scores = all_scores(model, images, k=64, complexity=False)
+    again = anomaly_scores(model, images[:5], "level-ratio", k=64)
+    assert np.allclose(scores["level-ratio"][:5], again)  # an example's score is its own
+    terms_top = all_scores(model, images, k=64, complexity=False, levels=False)
+    assert "level-ratio" not in terms_top
+    with pytest.raises(VaekitError, match="hierarchical"):
+        anomaly_scores(tiny_model(), images, "level-ratio", k=8)

@@ -24,6 +24,7 @@ class ModelConfig:
     latent_dim: int = 32  # the one-layer VAE's latent size
     latent_groups: list[int] = field(default_factory=list)  # hvae: group sizes, top first
     group_width: int = 256  # hvae: width of the top-down state and per-group networks
+    feature_norm: bool = False  # hvae: layer-normalise the bottom-up features (conv encoders)
     hidden: list[int] = field(default_factory=lambda: [512, 512])  # mlp widths
     activation: str = "relu"  # mlp hidden activation: relu | silu | gelu | elu | tanh
     channels: int = 32  # conv base width
@@ -197,7 +198,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Convolutional bottom-up and output networks around the same top-down path (for GPUs).
     "hvae-conv": {
-        "model": {**_HVAE_MODEL, "arch": "conv", "channels": 64, "blocks": 2},
+        "model": {**_HVAE_MODEL, "arch": "conv", "channels": 64, "blocks": 2, "feature_norm": True},
         "train": {**_HVAE_TRAIN, "epochs": 100, "batch_size": 256},
     },
     # A minute on a laptop: a small hierarchy, enough to see digits and every use work.

@@ -38,6 +38,7 @@ def per_example(
     progress: bool = False,
     coded: bool = False,
     example_noise: bool = True,
+    top_groups: int | None = None,
 ) -> dict[str, Any]:
     """Per-example log p(x) (IS, K samples), reconstruction, KL (per group) and ELBO, in nats,
     for a split prepared by the model's pixel mode (`prepare_split`).
@@ -48,18 +49,23 @@ def per_example(
     already the likelihood's integer values (what the bits-back coder codes, e.g. 0/1 pixels
     for a binary model), not a split for the pixel mode to turn into values.
     `example_noise=False` draws from one seeded stream instead (faster; numbers then depend
-    on the batch: for monitoring, as the per-epoch test ELBO does).
+    on the batch: for monitoring, as the per-epoch test ELBO does). `top_groups = j` adds
+    `log_px_top`, log p_{>j}(x) with only the top j groups inferred (hierarchies).
     """
     if not example_noise:
         # CUDA's generator is forked too: unforked, every training epoch after this evaluation
         # would restart CUDA's noise from `seed`
         with seeded(seed, next(model.parameters()).device):
-            return _per_example(model, images, k, batch_size, seed, progress, coded, False)
-    return _per_example(model, images, k, batch_size, seed, progress, coded, True)
+            return _per_example(
+                model, images, k, batch_size, seed, progress, coded, False, top_groups
+            )
+    return _per_example(model, images, k, batch_size, seed, progress, coded, True, top_groups)
 
 
 @torch.no_grad()
-def _per_example(model, images, k, batch_size, seed, progress, coded, example_noise):
+def _per_example(
+    model, images, k, batch_size, seed, progress, coded, example_noise, top_groups=None
+):
     model.eval()
     images = torch.as_tensor(images)
     param = next(model.parameters())
@@ -87,6 +93,11 @@ def _per_example(model, images, k, batch_size, seed, progress, coded, example_no
         if k > 0:
             terms = importance_sampled_terms(model, x, k, noise=noise)
             out["log_px"].append(terms.log_px.double())
+            if top_groups is not None:
+                top = importance_sampled_terms(
+                    model, x, k, noise=noise, posterior_groups=top_groups
+                )
+                out.setdefault("log_px_top", []).append(top.log_px.double())
             rec = terms.reconstruction
         else:
             rec = inf.decoded.log_prob(x)

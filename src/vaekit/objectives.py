@@ -85,6 +85,7 @@ def importance_sampled_terms(
     k: int,
     noise: ExampleNoise | None = None,
     max_batch: int | None = None,
+    posterior_groups: int | None = None,
 ) -> ImportanceTerms:
     """log p(x) ~= log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), per example,
     with the K-sample reconstruction term from the same samples.
@@ -93,15 +94,17 @@ def importance_sampled_terms(
     with K. A lower bound in expectation that tightens as K grows (Burda et al. 2016).
     With `noise` (one stream per example) the samples, and so the result, depend on the
     example alone: chunks are whole blocks of that stream, and a batch too large for one
-    chunk is split into sub-batches.
+    chunk is split into sub-batches. `posterior_groups = j` estimates p_{>j}(x) instead, the
+    likelihood with only the top j groups inferred (`LatentVariableModel.log_weights`).
     """
+    extra = {} if posterior_groups is None else {"posterior_groups": posterior_groups}
     max_batch = max_batch or model.decode_batch_limit
     per_chunk = max(1, max_batch // max(1, x.shape[0]))
     if noise is not None and per_chunk < BLOCK and x.shape[0] > 1:
         rows = max(1, max_batch // BLOCK)
         parts = [
             importance_sampled_terms(
-                model, x[i : i + rows], k, noise.subset(i, i + rows), max_batch
+                model, x[i : i + rows], k, noise.subset(i, i + rows), max_batch, posterior_groups
             )
             for i in range(0, x.shape[0], rows)
         ]
@@ -117,7 +120,7 @@ def importance_sampled_terms(
     while done < k:
         c = min(chunk, k - done)
         eps = None if noise is None else noise.normal(c, model.latent_dim, x.device)
-        log_w, log_px_z = model.log_weights(x, c, eps)
+        log_w, log_px_z = model.log_weights(x, c, eps, **extra)
         total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
         rec += log_px_z.double().sum(0)
         done += c

@@ -320,6 +320,13 @@ def train(
         bar.close()
         train_s = time.perf_counter() - t0
         guard.check(guard.flag, epoch, step)
+        if t.grad_skip is not None and int(skipped) == steps_per_epoch:
+            raise TrainingDiverged(
+                f"every update of epoch {epoch + 1} was skipped: the gradient norm stayed above "
+                f"train.grad_skip = {t.grad_skip:g}, so the weights can no longer change; the "
+                f"last good checkpoint in {run_dir} is kept. Try a lower --set train.lr=... "
+                "or a higher train.grad_skip"
+            )
         means = (distributed.all_reduce_(sums.cpu()) / (world.size * steps_per_epoch)).tolist()
         if world.is_main:
             row = _end_epoch(

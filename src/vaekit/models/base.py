@@ -113,8 +113,15 @@ class LatentVariableModel(nn.Module):
         raise NotImplementedError  # pragma: no cover
 
     def log_weights(
-        self, x: torch.Tensor, k: int, noise: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        k: int,
+        noise: torch.Tensor | None = None,
+        posterior_groups: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With `posterior_groups = j` (hierarchies), only the top j groups come from q and
+        the rest from their priors: the weights of p_{>j}(x), the likelihood the top levels
+        alone assign (Havtorn et al. 2021)."""
         raise NotImplementedError  # pragma: no cover
 
     def posterior_means(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ Groups are listed top-down (`ModelConfig.latent_groups`), like the interface's `
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -115,13 +116,20 @@ class HierarchicalVAE(LatentVariableModel):
         n = len(dims)
         # Bottom-up features per group, index 0 = top group: the bottom group reads the
         # encoder's 2W outputs, each group above reads the features of the one below.
+        f = 2 * (w // 2)
         self.up = nn.ModuleList(
             [
-                nn.Sequential(activation_class(act)(), nn.Linear(2 * (w // 2), 2 * (w // 2)))
+                nn.Sequential(activation_class(act)(), nn.Linear(f, f))
                 if i < n - 1
                 else nn.Identity()
                 for i in range(n)
             ]
+        )
+        # Features normalised per example before they reach a posterior: a convolutional
+        # encoder's raw features are large enough at initialisation that q's offsets from p,
+        # and so the KL, blew up to 1e9 nats within ten steps.
+        self.feature_norms = nn.ModuleList(
+            [nn.LayerNorm(f) if config.feature_norm else nn.Identity() for _ in range(n)]
         )
         self.h0 = nn.Parameter(torch.zeros(w))
         self.posterior_nets = nn.ModuleList(
@@ -164,9 +172,9 @@ class HierarchicalVAE(LatentVariableModel):
         a, b = self.encoder(self.likelihood.encoder_input(x))
         u = torch.cat([a, b], -1)
         feats = []
-        for net in reversed(self.up):
+        for net, norm in zip(reversed(self.up), reversed(self.feature_norms), strict=True):
             u = net(u)
-            feats.append(u)
+            feats.append(norm(u))
         return feats[::-1]
 
     def _prior(self, i: int, h: torch.Tensor) -> tuple[Distribution, bool]:
@@ -213,9 +221,9 @@ class HierarchicalVAE(LatentVariableModel):
         limit = len(dims) if posterior_groups is None else posterior_groups
         if feats is None:
             limit = 0
-        offsets = [0, *torch.tensor(dims).cumsum(0).tolist()]
+        offsets = [0, *itertools.accumulate(dims)]
         groups: list[LatentGroup] = []
-        for i, d in enumerate(dims):
+        for i in range(len(dims)):
             p, analytic = self._prior(i, h)
             eps = None if noise is None else noise[..., offsets[i] : offsets[i + 1]]
             if i < limit:

@@ -67,7 +67,9 @@ class VAE(LatentVariableModel):
         kl, per_dim, estimator = group_kl(q, p, z, self.prior.analytic_kl)
         return Inference([LatentGroup(z, q, p, kl, per_dim, estimator)], self.decode(z))
 
-    def log_weights(self, x, k, noise=None):
+    def log_weights(self, x, k, noise=None, posterior_groups=None):
+        if posterior_groups not in (None, 1):
+            raise ValueError("a one-layer VAE has one latent group: posterior_groups must be 1")
         q = self.encode(x)
         z = self._draw(q, noise, k)  # (k, B, D)
         log_px_z = self.decode(z).log_prob(x)  # x broadcasts over the k samples

@@ -8,7 +8,11 @@
   domains;
 - ratio: surprise minus the surprise of a local background model fitted to the same data
   (`uses.background`): a likelihood ratio (Ren et al. 2019; Schirrmeister et al. 2020) that
-  cancels what local pixel statistics explain and keeps what the model's global view adds.
+  cancels what local pixel statistics explain and keeps what the model's global view adds;
+- level-ratio (hierarchies): surprise minus the surprise under the top levels alone, every
+  group but the bottom one inferred and the bottom one drawn from its prior: the likelihood
+  ratio of Havtorn et al. (2021), which cancels the low-level statistics that dominate a
+  likelihood and keeps what the semantic levels add.
 
 An example's score depends on the example alone (its noise is seeded by its own bytes).
 """
@@ -27,7 +31,7 @@ from vaekit.evaluation import per_example
 from vaekit.models import LatentVariableModel
 from vaekit.uses.background import LocalPixelModel, local_log_prob
 
-SCORES = ("surprise", "elbo", "reconstruction", "complexity", "ratio")
+SCORES = ("surprise", "elbo", "reconstruction", "complexity", "ratio", "level-ratio")
 _LN2 = math.log(2.0)
 
 
@@ -50,18 +54,23 @@ def all_scores(
     batch_size: int = 200,
     complexity: bool = True,
     background: LocalPixelModel | None = None,
+    levels: bool = True,
 ) -> dict[str, np.ndarray]:
     """Every score kind (bits) for inputs prepared by the model's pixel mode, from one
-    importance-sampling pass; `complexity=False` skips the PNG encoding that only the
-    complexity score needs, and the ratio score is there when a `background` is given."""
+    importance-sampling pass (two for a hierarchy's level-ratio, skipped with
+    `levels=False`); `complexity=False` skips the PNG encoding that only the complexity score
+    needs, and the ratio score is there when a `background` is given."""
     was_training = model.training
-    terms = per_example(model, prepared, k=k, batch_size=batch_size, seed=seed)
+    top = len(model.group_dims) - 1 if levels and len(model.group_dims) > 1 else None
+    terms = per_example(model, prepared, k=k, batch_size=batch_size, seed=seed, top_groups=top)
     model.train(was_training)
     out = {
         "surprise": (-terms["log_px"] / _LN2).cpu().numpy(),
         "elbo": (-terms["elbo"] / _LN2).cpu().numpy(),
         "reconstruction": (-terms["reconstruction"] / _LN2).cpu().numpy(),
     }
+    if "log_px_top" in terms:
+        out["level-ratio"] = ((terms["log_px_top"] - terms["log_px"]) / _LN2).cpu().numpy()
     if complexity and model.pixels.images:
         out["complexity"] = out["surprise"] - png_bits(model.pixels.as_uint8_images(prepared))
     if background is not None:
@@ -89,6 +98,11 @@ def anomaly_scores(
             "the ratio score needs a background model: it exists for single-channel images "
             "with binary pixels fitted by vaekit.AnomalyDetector; use surprise otherwise"
         )
+    if kind == "level-ratio" and len(model.group_dims) < 2:
+        raise VaekitError(
+            "the level-ratio score needs a hierarchical model (two or more latent groups); "
+            "this one has one: use ratio or surprise"
+        )
     scores = all_scores(
         model,
         prepared,
@@ -97,5 +111,6 @@ def anomaly_scores(
         batch_size,
         complexity=kind == "complexity",
         background=background if kind == "ratio" else None,
+        levels=kind == "level-ratio",
     )
     return scores[kind]
