@@ -9,12 +9,14 @@ from vaekit.models.base import (
     group_kl,
 )
 from vaekit.models.hierarchical import HierarchicalVAE
+from vaekit.models.markov import MarkovHierarchy
 from vaekit.models.vae import VAE
 
 __all__ = [
     "MODELS",
     "VAE",
     "HierarchicalVAE",
+    "MarkovHierarchy",
     "Inference",
     "LatentGroup",
     "LatentVariableModel",

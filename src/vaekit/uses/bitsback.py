@@ -3,6 +3,11 @@
 Per batch, the encoder pops each latent group from q (top-down, getting bits back), pushes
 x under p(x|z), then pushes the groups under their priors; the decoder undoes this in
 reverse. The rate approaches -ELBO. The entropy coder is constriction's stack `AnsCoder`.
+A Markov hierarchy (`models.markov`, whose q(z_{l+1} | z_l) does not look at x) is coded
+with Bit-Swap's interleaving instead: pop z_1, push x, pop z_2, push z_1, ...; the bits an
+image needs on the stack before it has pushed anything are then one level's, not all
+levels'. A top-down hierarchy cannot interleave: each q(z_l | z_>l, x) needs x, which the
+decoder only has after every group has been popped.
 
 The coder asks the model only for `coding_posterior`, `coding_prior` and `decode_params`,
 and asks the likelihood to push and pop pixels (`Likelihood.push/pop`): nothing here depends
@@ -182,8 +187,11 @@ class LatentCoder:
 
 
 def pops_per_image(model: LatentVariableModel) -> int:
-    """Pops from q and from mixture posteriors p(c|z) per image: each may consume up to
-    `PRECISION_BITS` from the stack before this image has pushed anything."""
+    """Pops from q and from mixture posteriors p(c|z) an image makes before it has pushed
+    anything: each may consume up to `PRECISION_BITS` from the stack. All groups for a
+    top-down model; one level for a Markov hierarchy, whose levels interleave (Bit-Swap)."""
+    if getattr(model, "markov", False):
+        return max(model.group_dims) + len(model.group_dims)
     return model.latent_dim + len(model.group_dims)
 
 
@@ -231,6 +239,66 @@ def _decoded(model, latents: LatentCoder, symbols: list[np.ndarray]) -> Distribu
     return model.likelihood.coding_distribution(model.decode_params(z))
 
 
+def _encode_top_down(model, latents: LatentCoder, coder, x_np: np.ndarray, x: torch.Tensor):
+    """BB-ANS: pop every group from q (top-down), push x, push every group under p."""
+    symbols = _posteriors(model, latents, coder, x)
+    model.likelihood.push(coder, x_np, _decoded(model, latents, symbols))
+    upper: list[torch.Tensor] = []
+    priors = []
+    for sym in symbols:
+        priors.append(model.coding_prior(upper))
+        upper.append(latents.symbols_to_latents(sym).to(x.device))
+    for sym, p in list(zip(symbols, priors, strict=True))[::-1]:
+        latents.push_prior(coder, sym, p)
+
+
+def _decode_top_down(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
+    symbols: list[np.ndarray] = []
+    upper: list[torch.Tensor] = []
+    for d in model.group_dims:
+        sym = latents.pop_prior(coder, model.coding_prior(upper), b, d)
+        symbols.append(sym)
+        upper.append(latents.symbols_to_latents(sym).to(_device(model)))
+    x_np = model.likelihood.pop(coder, _decoded(model, latents, symbols))
+    shape = tuple(model.config.image_shape)
+    x = torch.from_numpy(x_np.astype(np.uint8).reshape(b, *shape)).float().to(_device(model))
+    posteriors = [model.coding_posterior(x, upper[:i]) for i in range(len(symbols))]
+    for sym, q in list(zip(symbols, posteriors, strict=True))[::-1]:
+        latents.push_posterior(coder, sym, q)
+    return x_np
+
+
+def _encode_bitswap(model, latents: LatentCoder, coder, x_np: np.ndarray, x: torch.Tensor):
+    """Bit-Swap (Kingma et al. 2019): pop z_1 from q(z_1|x), push x; then for each level pop
+    z_{l+1} from q(z_{l+1}|z_l) and push z_l under p(z_l|z_{l+1}); push the top under p."""
+    sym = latents.pop_posterior(coder, model.chain_posterior(0, x))
+    z = latents.symbols_to_latents(sym).to(x.device)
+    model.likelihood.push(coder, x_np, _decoded(model, latents, [sym]))
+    for level in range(1, model.levels):
+        above_sym = latents.pop_posterior(coder, model.chain_posterior(level, z))
+        above = latents.symbols_to_latents(above_sym).to(x.device)
+        latents.push_prior(coder, sym, model.chain_prior(level - 1, above))
+        sym, z = above_sym, above
+    latents.push_prior(coder, sym, model.chain_prior(model.levels - 1, None))
+
+
+def _decode_bitswap(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
+    dev, dims = _device(model), model.group_dims[::-1]  # bottom-up sizes
+    top = model.levels - 1
+    sym = latents.pop_prior(coder, model.chain_prior(top, None), b, dims[top])
+    z = latents.symbols_to_latents(sym).to(dev)
+    for level in reversed(range(1, model.levels)):
+        below_sym = latents.pop_prior(coder, model.chain_prior(level - 1, z), b, dims[level - 1])
+        below = latents.symbols_to_latents(below_sym).to(dev)
+        latents.push_posterior(coder, sym, model.chain_posterior(level, below))
+        sym, z = below_sym, below
+    x_np = model.likelihood.pop(coder, _decoded(model, latents, [sym]))
+    shape = tuple(model.config.image_shape)
+    x = torch.from_numpy(x_np.astype(np.uint8).reshape(b, *shape)).float().to(dev)
+    latents.push_posterior(coder, sym, model.chain_posterior(0, x))
+    return x_np
+
+
 def encode(
     model: LatentVariableModel, values: np.ndarray, batch_size: int = 100, progress: bool = False
 ) -> tuple[np.ndarray, CodingPlan]:
@@ -244,6 +312,7 @@ def encode(
     worst_bits = pops_per_image(model) * PRECISION_BITS
     init = math.ceil(worst_bits / 32) + 2
     coder = constriction.stream.stack.AnsCoder(_initial_words(init))
+    code_batch = _encode_bitswap if getattr(model, "markov", False) else _encode_top_down
     sizes: list[int] = []
     done = 0
     bar = tqdm(total=len(values), desc="compress", unit="img", disable=not progress)
@@ -251,15 +320,8 @@ def encode(
         b = int(min(batch_size, len(values) - done, max(1, coder.num_bits() // worst_bits)))
         x_np = values[done : done + b]
         x = torch.from_numpy(x_np).float().to(_device(model))
-        symbols = _posteriors(model, latents, coder, x)
-        model.likelihood.push(coder, x_np, _decoded(model, latents, symbols))
-        upper: list[torch.Tensor] = []
-        priors = []
-        for sym in symbols:
-            priors.append(model.coding_prior(upper))
-            upper.append(latents.symbols_to_latents(sym).to(x.device))
-        for sym, p in list(zip(symbols, priors, strict=True))[::-1]:
-            latents.push_prior(coder, sym, p)
+        with torch.no_grad():
+            code_batch(model, latents, coder, x_np, x)
         sizes.append(b)
         done += b
         bar.update(b)
@@ -275,6 +337,7 @@ def decode(
     latents = LatentCoder(plan.latent_bits)
     shape = tuple(model.config.image_shape)
     out = np.empty((plan.n, *shape), dtype=np.uint8)
+    decode_batch = _decode_bitswap if getattr(model, "markov", False) else _decode_top_down
     try:
         coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
         with torch.no_grad():
@@ -282,19 +345,7 @@ def decode(
                 plan.batches()[::-1], desc="decompress", unit="batch", disable=not progress
             ):
                 b = sl.stop - sl.start
-                symbols: list[np.ndarray] = []
-                upper: list[torch.Tensor] = []
-                for d in model.group_dims:
-                    sym = latents.pop_prior(coder, model.coding_prior(upper), b, d)
-                    symbols.append(sym)
-                    upper.append(latents.symbols_to_latents(sym).to(_device(model)))
-                dist = _decoded(model, latents, symbols)
-                x_np = model.likelihood.pop(coder, dist).astype(np.uint8).reshape(b, *shape)
-                out[sl] = x_np
-                x = torch.from_numpy(x_np).float().to(_device(model))
-                posteriors = [model.coding_posterior(x, upper[:i]) for i in range(len(symbols))]
-                for sym, q in list(zip(symbols, posteriors, strict=True))[::-1]:
-                    latents.push_posterior(coder, sym, q)
+                out[sl] = decode_batch(model, latents, coder, b).astype(np.uint8).reshape(b, *shape)
         rest = coder.get_compressed()
     except (ValueError, RuntimeError, AssertionError, OverflowError, KeyError, IndexError) as e:
         raise CodingError(f"the bitstream does not decode with this model ({e})") from e
