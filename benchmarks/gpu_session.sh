@@ -1,37 +1,66 @@
 #!/usr/bin/env bash
-# One lent-GPU session in one command (the device tool runs it in a copy of the repo):
-# the CUDA tests, the hvae-8bit compression model trained on the GPU (its weights come back
-# for CPU coding), and the hvae-conv likelihood benchmark. Each step has its own time limit,
-# so that a slow one leaves the others their turn. Outputs land in $OUT.
-#   VAEKIT_DATA=.gpudata bash benchmarks/gpu_session.sh
+# A lent GPU's work in one command (the device tool runs it in a copy of the repo). Each step
+# has its own time limit, so that a slow one leaves the others their turn; outputs land in
+# $OUT. STEPS picks the steps (default: tests 8bit conv):
+#   tests        the CUDA tests (tests/test_devices.py)
+#   determinism  the CUDA resume test again with torch's deterministic algorithms
+#   8bit         the hvae-8bit compression model trained on the GPU; its weights come back
+#   conv         benchmarks/mnist_nll.py for hvae-conv on the GPU
+#   fashion      the hvae preset trained on Fashion-MNIST (the anomaly benchmark's
+#                Fashion -> MNIST direction); its weights come back
+#   VAEKIT_DATA=.gpudata STEPS="tests 8bit" bash benchmarks/gpu_session.sh
 set -u
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-out}
+STEPS=${STEPS:-tests 8bit conv}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 
-timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_devices.py 2>&1 | tail -15 | tee "$OUT/cuda_tests.txt"
-
-run=/tmp/hvae-8bit
-t0=$(date +%s)
-timeout "${EIGHTBIT_S:-220}" python3 -m vaekit train --preset hvae-8bit --out "$run" \
-    --set train.device=cuda --set train.epochs="${EIGHTBIT_EPOCHS:-150}" \
-    > "$OUT/hvae8bit_train.txt" 2>&1
-echo "hvae-8bit train exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/hvae8bit_train.txt"
-python3 - "$run" "$OUT" <<'PY'
+export_weights() {  # run folder, name: the weights (no optimizer state), in parts of 15 MB
+    python3 - "$1" "$OUT/$2.safetensors" <<'PY'
 import sys
 from pathlib import Path
 from vaekit.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 model, cfg, state = load_checkpoint(run, with_state=True)
-save_checkpoint(out / "hvae8bit.safetensors", model, cfg, TrainingState(state.epoch, state.step))
-(out / "hvae8bit_metrics.jsonl").write_text((run / "metrics.jsonl").read_text())
+save_checkpoint(out, model, cfg, TrainingState(state.epoch, state.step))
+out.with_suffix(".metrics.jsonl").write_text((run / "metrics.jsonl").read_text())
 PY
-split -b 15M "$OUT/hvae8bit.safetensors" "$OUT/hvae8bit.part." && rm "$OUT/hvae8bit.safetensors"
+    split -b 15M "$OUT/$2.safetensors" "$OUT/$2.part." && rm "$OUT/$2.safetensors"
+}
 
-timeout "${CONV_S:-250}" python3 benchmarks/mnist_nll.py --presets hvae-conv --device cuda \
-    --epochs "${CONV_EPOCHS:-40}" --out /tmp/bench > "$OUT/hvae_conv.txt" 2>&1
-echo "hvae-conv exit $?" >> "$OUT/hvae_conv.txt"
-cp benchmarks/results/mnist_nll.jsonl "$OUT/" 2>/dev/null
+train_timed() {  # name, seconds, vaekit train arguments...
+    local name=$1 limit=$2 t0
+    shift 2
+    t0=$(date +%s)
+    timeout "$limit" python3 -m vaekit train --out "/tmp/$name" "$@" > "$OUT/$name.txt" 2>&1
+    echo "$name train exit $? after $(( $(date +%s) - t0 )) s" | tee -a "$OUT/$name.txt"
+    export_weights "/tmp/$name" "$name"
+}
+
+for step in $STEPS; do
+    case $step in
+    tests)
+        timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_devices.py 2>&1 \
+            | tail -15 | tee "$OUT/cuda_tests.txt" ;;
+    determinism)
+        CUBLAS_WORKSPACE_CONFIG=:4096:8 timeout 60 python3 -c "
+import sys, torch, pytest
+torch.use_deterministic_algorithms(True)
+sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/test_devices.py', '-k', 'resume']))
+" 2>&1 | tail -8 | tee "$OUT/determinism.txt" ;;
+    8bit)
+        train_timed hvae8bit "${EIGHTBIT_S:-220}" --preset hvae-8bit --set train.device=cuda \
+            --set train.epochs="${EIGHTBIT_EPOCHS:-150}" ;;
+    fashion)
+        train_timed hvae-fashion "${FASHION_S:-190}" --preset hvae --data fashion-mnist \
+            --set train.device=cuda --set train.epochs="${FASHION_EPOCHS:-60}" ;;
+    conv)
+        timeout "${CONV_S:-250}" python3 benchmarks/mnist_nll.py --presets hvae-conv \
+            --device cuda --epochs "${CONV_EPOCHS:-40}" --out /tmp/bench > "$OUT/hvae_conv.txt" 2>&1
+        echo "hvae-conv exit $?" >> "$OUT/hvae_conv.txt"
+        cp benchmarks/results/mnist_nll.jsonl "$OUT/" 2>/dev/null ;;
+    esac
+done
 ls -la "$OUT"

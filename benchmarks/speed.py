@@ -222,6 +222,25 @@ def run_vaekit(
     return res
 
 
+def peak_only(args, device: torch.device, train_dtype: torch.dtype, row: dict) -> None:
+    """Item 4 alone for several presets, side by side: a row in speed.jsonl per run."""
+    common = [f"device={device.type}", f"threads={args.threads}", "epochs=4"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.peak_presets:
+            probe = PeakProbe(device, train_dtype)
+            res = row[f"vaekit_{name}"] = run_vaekit(name, common, Path(tmp), probe=probe)
+            res["flops_per_image"] = mlp_flops_per_image(load_checkpoint(Path(tmp) / name)[0])
+            res.update(
+                paired_fraction(res["flops_per_image"], res["images_per_s_per_epoch"], probe)
+            )
+            print(
+                f"vaekit {name}: {res['images_per_s']:.0f} img/s, "
+                f"{res['peak_fraction']:.1%} of the {train_dtype} matmul peak"
+            )
+    row.update({"machine": machine(), "command": command(), "date": now()})
+    print(f"appended to {append_result('speed', row)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=2)
@@ -230,6 +249,12 @@ def main() -> None:
     ap.add_argument("--eval-k", type=int, default=5000)
     ap.add_argument("--eval-run", help="a trained mlp run for item 3 (else the run timed in 1)")
     ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument(
+        "--peak-presets",
+        nargs="+",
+        help="only item 4: images/s and fraction of the matmul peak of these presets "
+        "(4 epochs each, in one run), e.g. --peak-presets mlp hvae",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)  # flush-to-zero is already on: importing vaekit sets it
     device = resolve_device(args.device)
@@ -245,6 +270,10 @@ def main() -> None:
     # float32 on CPUs and (vaekit) bf16 autocast on CUDA.
     train_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     row["peak_dtype"] = str(train_dtype)
+
+    if args.peak_presets:
+        peak_only(args, device, train_dtype, row)
+        return
 
     ref = row["reference"] = run_reference(
         args,
