@@ -171,9 +171,9 @@ def test_score_and_detect_cli(tmp_path):
     assert res.exit_code != 0
 
 
-def test_plain_training_run_gets_a_background_from_its_own_data(tmp_path, npy_data):
+def test_plain_training_run_gets_a_background_from_its_own_data(tmp_path, npy_data, monkeypatch):
     """`vaekit score --score ratio` on a `vaekit train` run (no detector.json) fits the local
-    background on the run's training data, deterministically."""
+    background on the run's training data once, deterministically, and keeps it there."""
     from tests.conftest import tiny_config
     from vaekit.training import train
 
@@ -183,7 +183,15 @@ def test_plain_training_run_gets_a_background_from_its_own_data(tmp_path, npy_da
     assert a.background_ is None  # nothing fitted until the ratio is asked for
     scores = a.anomaly_score(test, "ratio")
     assert a.background_ is not None and np.isfinite(scores).all()
-    b = AnomalyDetector.load(run)
+    assert (run / "background.safetensors").exists() and (run / "background.json").exists()
+    b = AnomalyDetector.load(run)  # fitted once: later loads read it back, no refit
+    assert b.background_ is not None
+    import vaekit.uses.anomaly as anomaly_module
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the background was fitted again")
+
+    monkeypatch.setattr(anomaly_module, "fit_local_model", refit)
     assert np.allclose(b.anomaly_score(test, "ratio"), scores)
     assert np.allclose(b.anomaly_score(test), scores)  # auto resolves to ratio here
 

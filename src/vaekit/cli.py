@@ -372,6 +372,7 @@ def score_cmd(run_dir, input_path, score, k, out) -> None:
     from vaekit.uses.anomaly import AnomalyDetector, write_scores
 
     det = AnomalyDetector.load(run_dir)
+    det.progress = True  # the background model, fitted once for a plain run folder
     if k is not None:
         det.k = k
     x, labels = read_examples(input_path)

@@ -31,6 +31,7 @@ from vaekit.uses.background import LocalPixelModel, fit_local_model
 
 DETECTOR_FILE = "detector.json"
 BACKGROUND_FILE = "background.safetensors"
+BACKGROUND_SPEC_FILE = "background.json"
 
 
 def write_scores(path: Path, scores: np.ndarray, labels=None, indices=None) -> None:
@@ -229,11 +230,17 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         )
 
     def _background(self) -> LocalPixelModel | None:
-        """The background model; for a plain `vaekit train` run, fitted now on its training
-        data (the run's config says where that is)."""
+        """The background model; for a plain `vaekit train` run, fitted once on its training
+        data (the run's config says where that is), with a progress bar, and saved in the
+        run folder (atomically) so that later calls load it."""
         if getattr(self, "background_", None) is None and self._ratio_applies():
             train = load_splits(self.config_, torch.device("cpu")).train
-            self.background_ = fit_local_model(train, self.model_.pixels, seed=self.seed)
+            self.background_ = fit_local_model(
+                train, self.model_.pixels, seed=self.seed, progress=self.progress
+            )
+            run = getattr(self, "run_dir_", None)
+            if run is not None:
+                _save_background(run, self.background_)
         return self.background_
 
     def score_samples(self, X: Any) -> np.ndarray:
@@ -300,10 +307,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             state["image_shape"] = self.image_shape_
         bg = getattr(self, "background_", None)
         if bg is not None:
-            from safetensors.torch import save
-
-            state["background"] = {"kernel": bg.kernel, "width": bg.width, "depth": bg.depth}
-            atomic_write_bytes(path / BACKGROUND_FILE, save(bg.state_dict()))
+            state["background"] = _save_background(path, bg)
         atomic_write_text(path / DETECTOR_FILE, json.dumps(state, indent=2))
         return path
 
@@ -340,9 +344,27 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
                 )
             det.image_shape_ = list(cfg.model.image_shape)
             det.n_features_in_ = int(np.prod(det.image_shape_))
-            det.background_ = None  # fitted on the run's training data if the ratio is asked for
+            # fitted on the run's training data the first time the ratio is asked for, and
+            # kept beside the checkpoint from then on
+            det.background_ = None
+            spec = path / BACKGROUND_SPEC_FILE
+            if spec.exists() and (path / BACKGROUND_FILE).exists():
+                det.background_ = _load_background(
+                    path / BACKGROUND_FILE, json.loads(spec.read_text())
+                )
+            det.run_dir_ = path
         det.model_, det.config_ = model, cfg
         return det
+
+
+def _save_background(folder: Path, bg: LocalPixelModel) -> dict[str, int]:
+    """Write the background model's weights and shape into `folder`, each atomically."""
+    from safetensors.torch import save
+
+    spec = {"kernel": bg.kernel, "width": bg.width, "depth": bg.depth}
+    atomic_write_bytes(folder / BACKGROUND_FILE, save(bg.state_dict()))
+    atomic_write_text(folder / BACKGROUND_SPEC_FILE, json.dumps(spec))
+    return spec
 
 
 def _load_background(path: Path, spec: dict[str, int]) -> LocalPixelModel:

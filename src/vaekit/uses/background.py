@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from vaekit.data.pixels import PixelMode, pixel_mode
 from vaekit.randomness import seeded
@@ -60,6 +61,7 @@ def fit_local_model(
     lr: float = 3e-3,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> LocalPixelModel:
     """Fit a `LocalPixelModel` by maximum likelihood on uint8 images (N, 1, H, W), with the
     same pixel mode (fresh binarizations each epoch for dynamic-binary) as the VAE. Trains on
@@ -74,8 +76,10 @@ def fit_local_model(
     n = len(images)
     steps = max(1, epochs * math.ceil(n / batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    bar = tqdm(total=steps, desc="fit background model", unit="step", disable=not progress)
     for _ in range(epochs):
         for idx in torch.randperm(n, generator=g).split(batch_size):
+            bar.update()
             # binarized on the CPU from the seeded generator: the same bits on every device
             x = mode.values(images[idx], train=True, noise=g).to(device)
             loss = -model.log_prob(x).mean()
@@ -83,6 +87,7 @@ def fit_local_model(
             loss.backward()
             opt.step()
             sched.step()
+    bar.close()
     return model.cpu().eval()
 
 
