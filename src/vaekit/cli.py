@@ -20,7 +20,7 @@ from vaekit.errors import VaekitError
 from vaekit.evaluation import evaluate
 from vaekit.training import train
 from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
-from vaekit.uses.anomaly_scores import SCORES
+from vaekit.uses.anomaly_scores import DETECTOR_SCORES
 
 # Ranges are checked by click before any work starts: a bad value is one line and exit 2.
 _POSITIVE = click.IntRange(min=1)
@@ -353,9 +353,10 @@ def decompress_cmd(run_dir, input_path, output) -> None:
 _score_opt = click.option(
     "--score",
     "score",
-    type=click.Choice(["auto", *SCORES]),
+    type=click.Choice(["auto", *DETECTOR_SCORES]),
     help="[the detector's; auto: ratio for binary single-channel images, else surprise; "
-    "level-ratio needs a hierarchy]",
+    "level-ratio needs a hierarchy; combined: every kind's two-sided tail probability "
+    "under normal data, combined by their harmonic mean]",
 )
 _k_opt = click.option("--k", "k", type=_POSITIVE, help="Importance samples for surprise [100].")
 

@@ -26,12 +26,15 @@ from vaekit.data.splits import load_splits
 from vaekit.errors import DataError, VaekitError
 from vaekit.fileio import atomic_write_bytes, atomic_write_text
 from vaekit.runs import read_metrics
-from vaekit.uses.anomaly_scores import SCORES, anomaly_scores
+from vaekit.uses.anomaly_scores import DETECTOR_SCORES, all_scores, anomaly_scores
 from vaekit.uses.background import LocalPixelModel, fit_local_model
+from vaekit.uses.calibration import combined_score, fit_reference
 
 DETECTOR_FILE = "detector.json"
 BACKGROUND_FILE = "background.safetensors"
 BACKGROUND_SPEC_FILE = "background.json"
+REFERENCE_FILE = "score_reference.json"
+REFERENCE_IMAGES = 2000  # normal examples whose scores the combined score is calibrated on
 
 
 def write_scores(path: Path, scores: np.ndarray, labels=None, indices=None) -> None:
@@ -176,8 +179,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         from vaekit.training import resolve_device, train
 
         kind = self._configured_kind()
-        if kind not in (*SCORES, "auto"):
-            choices = ", ".join(("auto", *SCORES))
+        if kind not in (*DETECTOR_SCORES, "auto"):
+            choices = ", ".join(("auto", *DETECTOR_SCORES))
             raise VaekitError(f"unknown score {kind!r}; choose from {choices}")
         if not 0.0 < self.contamination < 0.5:
             raise VaekitError("contamination must be in (0, 0.5)")
@@ -210,14 +213,50 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
                 "the ratio score needs single-channel images with binary pixels; this detector "
                 f"has {self.input_kind_} data and {self.model_.pixels.name} pixels"
             )
+        self.reference_ = None
+        if self._score_kind() == "combined":
+            self.reference_ = self._fit_reference(data[watch[:REFERENCE_IMAGES]])
         self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
         return self
+
+    def _every_kind(self, data: torch.Tensor) -> dict[str, np.ndarray]:
+        """Every score kind this model and data allow (bits), from the detector's inputs."""
+        prepared = self.model_.pixels.prepare(data, train=False)
+        return all_scores(
+            copy.deepcopy(self.model_).double(),
+            prepared,
+            self.k,
+            self.seed,
+            complexity=self.model_.pixels.images,
+            background=self._background() if self._ratio_applies() else None,
+        )
+
+    def _fit_reference(self, normal: torch.Tensor) -> dict[str, tuple[float, float]]:
+        """Each kind's (median, robust scale) on normal examples: what `combined` tests."""
+        return fit_reference(self._every_kind(normal))
+
+    def _reference(self) -> dict[str, tuple[float, float]]:
+        """The combined score's reference; for a plain `vaekit train` run, measured once on
+        up to REFERENCE_IMAGES of its training images and kept in the run folder."""
+        if getattr(self, "reference_", None) is None:
+            train = load_splits(self.config_, torch.device("cpu")).train
+            g = torch.Generator().manual_seed(self.seed)
+            pick = torch.randperm(len(train), generator=g)[:REFERENCE_IMAGES]
+            self.reference_ = self._fit_reference(train[pick])
+            run = getattr(self, "run_dir_", None)
+            if run is not None:
+                atomic_write_text(run / REFERENCE_FILE, json.dumps(self.reference_))
+        return self.reference_
 
     def anomaly_score(self, X: Any, score: str | None = None) -> np.ndarray:
         """Scores in bits, higher = more anomalous (`score` overrides the detector's)."""
         check_is_fitted(self, "model_")
-        prepared = self.model_.pixels.prepare(self._prepare(X, fitting=False), train=False)
         kind = self._score_kind(score)
+        if kind == "combined":
+            return combined_score(
+                self._every_kind(self._prepare(X, fitting=False)), self._reference()
+            )
+        prepared = self.model_.pixels.prepare(self._prepare(X, fitting=False), train=False)
         # Scored in float64: float32 matmuls round differently for different batch sizes,
         # and an example's score must not depend on the examples scored beside it.
         return anomaly_scores(
@@ -308,6 +347,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         bg = getattr(self, "background_", None)
         if bg is not None:
             state["background"] = _save_background(path, bg)
+        if getattr(self, "reference_", None) is not None:
+            state["score_reference"] = self.reference_
         atomic_write_text(path / DETECTOR_FILE, json.dumps(state, indent=2))
         return path
 
@@ -331,6 +372,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
                 det.mean_, det.scale_ = np.array(state["mean"]), np.array(state["scale"])
             else:
                 det.image_shape_ = state["image_shape"]
+            det.reference_ = state.get("score_reference")
             det.background_ = None
             if "background" in state:
                 det.background_ = _load_background(path / BACKGROUND_FILE, state["background"])
@@ -352,6 +394,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
                 det.background_ = _load_background(
                     path / BACKGROUND_FILE, json.loads(spec.read_text())
                 )
+            ref = path / REFERENCE_FILE
+            det.reference_ = json.loads(ref.read_text()) if ref.exists() else None
             det.run_dir_ = path
         det.model_, det.config_ = model, cfg
         return det

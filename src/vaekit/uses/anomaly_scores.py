@@ -32,6 +32,9 @@ from vaekit.models import LatentVariableModel
 from vaekit.uses.background import LocalPixelModel, local_log_prob
 
 SCORES = ("surprise", "elbo", "reconstruction", "complexity", "ratio", "level-ratio")
+# Kinds a detector offers: the model's own, and their calibrated combination
+# (`uses.calibration`, which needs the detector's reference scores of normal data).
+DETECTOR_SCORES = (*SCORES, "combined")
 _LN2 = math.log(2.0)
 
 
