@@ -3,6 +3,12 @@ Fashion-MNIST in both directions, and PyOD's VAE as a peer on the one-class spli
 
     python benchmarks/anomaly.py [--pixels dynamic-binary] [--k 100] [--no-pyod]
     python benchmarks/anomaly.py --mnist-run RUN --fashion-run RUN   # trained models, OOD only
+    python benchmarks/anomaly.py --corruptions [--n 1000]           # MNIST-C-style table
+
+--corruptions fits one detector (score_kind=combined) on 20,000 MNIST training images, then
+scores N clean test images against the same N images under each corruption of
+benchmarks/corruptions.py: the AUROC of every score kind and of the combined score, with
+PyOD's VAE (fitted on the same images) beside them.
 
 With --mnist-run / --fashion-run the out-of-distribution directions score with those trained
 run folders (e.g. the `hvae` preset trained by mnist_nll.py, which adds the hierarchy's
@@ -55,6 +61,72 @@ def pyod_one_class(train: np.ndarray, test: np.ndarray, is_anomaly: np.ndarray):
     model.fit(x_tr)
     fit_s = time.perf_counter() - t0
     return float(roc_auc_score(is_anomaly, model.decision_function(x_te))), fit_s
+
+
+def corruption_table(args) -> None:
+    """AUROC of every score kind, the combined score and PyOD's VAE per corruption."""
+    from corruptions import CORRUPTIONS, corrupt
+    from vaekit.uses.calibration import combined_score
+
+    torch.set_num_threads(args.threads)
+    mnist = load_dataset("mnist")
+    train = mnist.train[: args.fit_n]
+    clean = mnist.test[: args.n]
+    t0 = time.perf_counter()
+    det = AnomalyDetector(
+        score_kind="combined", k=args.k, overrides=tuple(args.overrides), progress=True
+    ).fit(train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clean_scores = det._every_kind(det._prepare(clean, fitting=False))
+    clean_scores["combined"] = combined_score(clean_scores, det.reference_)
+    per_image_s = (time.perf_counter() - t0) / len(clean)
+    pyod = None
+    if not args.no_pyod:
+        from pyod.models.vae import VAE as PyodVAE
+
+        t1 = time.perf_counter()
+        pyod = PyodVAE(verbose=0, random_state=0).fit(train.reshape(len(train), -1) / 255.0)
+        pyod_fit_s = time.perf_counter() - t1
+        pyod_clean = pyod.decision_function(clean.reshape(len(clean), -1) / 255.0)
+    labels = np.r_[np.zeros(len(clean)), np.ones(len(clean))]
+    table: dict[str, dict[str, float]] = {}
+    for name in CORRUPTIONS:
+        bad = corrupt(clean, name)
+        scores = det._every_kind(det._prepare(bad, fitting=False))
+        scores["combined"] = combined_score(scores, det.reference_)
+        table[name] = {
+            kind: float(roc_auc_score(labels, np.r_[clean_scores[kind], scores[kind]]))
+            for kind in clean_scores
+        }
+        if pyod is not None:
+            bad_pyod = pyod.decision_function(bad.reshape(len(bad), -1) / 255.0)
+            table[name]["pyod_vae"] = float(roc_auc_score(labels, np.r_[pyod_clean, bad_pyod]))
+        print(
+            f"{name:14s} " + "  ".join(f"{k} {v:.3f}" for k, v in table[name].items()), flush=True
+        )
+    kinds = next(iter(table.values())).keys()
+    mean = {k: float(np.mean([row[k] for row in table.values()])) for k in kinds}
+    worst = {k: float(np.min([row[k] for row in table.values()])) for k in kinds}
+    print("mean           " + "  ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    row = {
+        "corruptions": table,
+        "mean_auroc": mean,
+        "min_auroc": worst,
+        "default_score": "combined",
+        "reference": det.reference_,
+        "n_per_corruption": args.n,
+        "fit_images": len(train),
+        "k": args.k,
+        "fit_seconds": fit_s,
+        "score_seconds_per_image": per_image_s,
+        "machine": machine(),
+        "command": command(),
+        "date": now(),
+    }
+    if pyod is not None:
+        row["pyod_fit_seconds"] = pyod_fit_s
+    print(f"appended to {append_result('anomaly_corruptions', row)}")
 
 
 def ood_with_runs(args) -> None:
@@ -113,7 +185,13 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", nargs="*", default=[])
     ap.add_argument("--mnist-run", help="a trained MNIST run folder for MNIST -> Fashion")
     ap.add_argument("--fashion-run", help="a trained Fashion-MNIST run folder for the reverse")
+    ap.add_argument("--corruptions", action="store_true", help="the corruption table only")
+    ap.add_argument("--n", type=int, default=1000, help="test images per corruption")
+    ap.add_argument("--fit-n", type=int, default=20000, help="training images (corruptions)")
     args = ap.parse_args()
+    if args.corruptions:
+        corruption_table(args)
+        return
     if args.mnist_run or args.fashion_run:
         ood_with_runs(args)
         return
