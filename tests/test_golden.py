@@ -13,7 +13,8 @@ from vaekit.checkpoint import load_checkpoint
 from vaekit.uses.compression import compress, decompress
 
 GOLDEN = Path(__file__).parent / "golden"
-CURRENT = "v0.2-format2"
+# files the coder still writes byte for byte: format 2, from vaekit 0.2 and 0.3
+CURRENT = ("v0.2-format2", "v0.3-format2")
 # name -> SHA-256 of the .vkz (pins the files themselves: a checked-in file must not change)
 FILES = {
     "v0.1-format2-static-binary-standard-normal": "516c5d73473f6572",
@@ -21,6 +22,8 @@ FILES = {
     "v0.2-format2-static-binary-standard-normal": "1b50f7617be2ebfd",
     "v0.2-format2-8bit-standard-normal": "d42dd9c2b4fbad2f",
     "v0.2-format2-static-binary-vamp": "aac79977b18e109b",
+    "v0.3-format2-static-binary-standard-normal-hvae": "9cceaa7aa1adf101",
+    "v0.3-format2-8bit-standard-normal-bitswap": "e32ebddabe1bd9d1",
 }
 
 

@@ -33,9 +33,11 @@ def images(n: int = 24, size: int = 8) -> np.ndarray:
     return out
 
 
-def model_config(pixels: str, prior: str) -> ModelConfig:
+def model_config(pixels: str, prior: str, family: str = "vae") -> ModelConfig:
     fields = inspect.signature(ModelConfig).parameters
     kw = dict(latent_dim=4, hidden=[32], image_shape=[1, 8, 8], n_mix=2)
+    if family != "vae":  # vaekit >= 0.3: hierarchies
+        kw.update(family=family, latent_groups=[2, 3], group_width=16)
     if "pixels" in fields:  # vaekit >= 0.2 keeps the pixel mode in the model
         kw.update(pixels=pixels, prior=prior, prior_components=8)
     else:
@@ -55,12 +57,18 @@ def main(out: Path, tag: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     imgs = images()
     np.save(out / "images.npy", imgs)
-    cases = [("static-binary", "standard-normal"), ("8bit", "standard-normal")]
-    if "pixels" in inspect.signature(ModelConfig).parameters:
-        cases.append(("static-binary", "vamp"))
-    for pixels, prior in cases:
-        name = f"{tag}-{pixels}-{prior}"
-        cfg = Config(model_config(pixels, prior))
+    fields = inspect.signature(ModelConfig).parameters
+    cases = [("static-binary", "standard-normal", "vae"), ("8bit", "standard-normal", "vae")]
+    if "pixels" in fields:
+        cases.append(("static-binary", "vamp", "vae"))
+    if "latent_groups" in fields:
+        cases += [
+            ("static-binary", "standard-normal", "hvae"),
+            ("8bit", "standard-normal", "bitswap"),
+        ]
+    for pixels, prior, family in cases:
+        name = f"{tag}-{pixels}-{prior}" + ("" if family == "vae" else f"-{family}")
+        cfg = Config(model_config(pixels, prior, family))
         if "pixels" not in inspect.signature(ModelConfig).parameters:
             cfg.train.pixels = pixels
         torch.manual_seed(7)
