@@ -6,15 +6,15 @@ Generation and inference then share one top-down path over the groups z_L ... z_
     h <- h0 (learned)
     for each group l, top first:
         p(z_l | z_>l)    = N(mu_p(h), sigma_p(h))          (the top group: the configured prior)
-        q(z_l | z_>l, x) = N(mu_p + dmu(h, u_l), sigma_p * exp(dlog(h, u_l)))
-        h <- h + f_l(h, z_l)                                  (a residual update)
-    p(x | z) = decoder(h)
+        q(z_l | z_>l, x) = N(mu_p + dmu(h, u_l), sigma_p * exp(dlog(h, u_l) / 2))
+        h <- h + A_l z_l + f_l(h, z_l)                        (a residual update)
+    p(x | z) = decoder(z_L, ..., z_1)
 
-q is parametrized relative to p, as in NVAE (Vahdat & Kautz 2020): at initialisation
-q = p and every group's KL starts at zero, and a group whose posterior stays on its prior
-costs nothing. The architecture's registered encoder is the bottom-up feature network (its
-two heads together give 2W features) and its decoder maps the final state h to p(x|z), so
-`arch=mlp` gives the CPU model and `arch=conv` the convolutional one.
+q is parametrized relative to p, as in NVAE (Vahdat & Kautz 2020): at initialisation q is
+close to p and every group's KL starts near zero, and a group whose posterior stays on its
+prior costs nothing. The architecture's registered encoder is the bottom-up feature network
+(its two heads together give the features) and its decoder maps the concatenated groups to
+p(x|z), so `arch=mlp` gives the CPU model and `arch=conv` the convolutional one.
 
 Groups are listed top-down (`ModelConfig.latent_groups`), like the interface's `groups`.
 """
@@ -66,17 +66,6 @@ def _mlp(sizes: list[int], activation: str, last_scale: float = 1.0) -> nn.Seque
         layers[-1].weight.mul_(last_scale)
         layers[-1].bias.zero_()
     return nn.Sequential(*layers)
-
-
-class _Residual(nn.Module):
-    def __init__(self, width: int, activation: str):
-        super().__init__()
-        self.net = nn.Sequential(
-            activation_class(activation)(), _mlp([width, width, width], activation, 0.1)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
 
 
 @dataclass
@@ -141,8 +130,8 @@ class HierarchicalVAE(LatentVariableModel):
             [None if i == 0 else _mlp([w, w, 2 * d], act, 0.1) for i, d in enumerate(dims)]
         )
         self.update_nets = nn.ModuleList([_mlp([w + d, w, w], act) for d in dims])
-        # z also enters the state through a linear map, so that the decoder sees it as
-        # directly as a one-layer VAE's decoder does.
+        # z also enters the state through a linear map at unit gain, so that the groups
+        # below see it undimmed by the update network's layers.
         self.z_maps = nn.ModuleList([nn.Linear(d, w, bias=False) for d in dims])
         for lin, d in zip(self.z_maps, dims, strict=True):
             nn.init.normal_(lin.weight, std=d**-0.5)
