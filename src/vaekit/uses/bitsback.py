@@ -41,6 +41,7 @@ LATENT_RANGE = 16.0
 WINDOW_SIGMAS = 8.0  # a posterior is coded on its mean +- this many standard deviations
 PRECISION_BITS = 24  # constriction's probability precision: the most one pop can consume
 INIT_SEED = 0x5AE
+MAX_PARTICLES = 256
 _model = constriction.stream.model
 
 
@@ -55,6 +56,7 @@ class CodingPlan:
     sizes: tuple[int, ...]  # images per batch, in coding order
     latent_bits: int = LATENT_BITS
     init_words: int = 0
+    particles: int = 1  # importance samples per image (1: plain bits-back)
 
     @property
     def n(self) -> int:
@@ -239,32 +241,129 @@ def _decoded(model, latents: LatentCoder, symbols: list[np.ndarray]) -> Distribu
     return model.likelihood.coding_distribution(model.decode_params(z))
 
 
-def _encode_top_down(model, latents: LatentCoder, coder, x_np: np.ndarray, x: torch.Tensor):
-    """BB-ANS: pop every group from q (top-down), push x, push every group under p."""
-    symbols = _posteriors(model, latents, coder, x)
-    model.likelihood.push(coder, x_np, _decoded(model, latents, symbols))
+def _push_posteriors(model, latents: LatentCoder, coder, x: torch.Tensor, symbols) -> None:
+    """Undo `_posteriors`: push every group under q, bottom group first."""
+    upper = [latents.symbols_to_latents(s).to(x.device) for s in symbols]
+    posteriors = [model.coding_posterior(x, upper[:i]) for i in range(len(symbols))]
+    for sym, q in list(zip(symbols, posteriors, strict=True))[::-1]:
+        latents.push_posterior(coder, sym, q)
+
+
+def _push_priors(model, latents: LatentCoder, coder, symbols: list[np.ndarray]) -> None:
+    """Push every group under p(z_l | z_>l), bottom group first."""
     upper: list[torch.Tensor] = []
     priors = []
     for sym in symbols:
         priors.append(model.coding_prior(upper))
-        upper.append(latents.symbols_to_latents(sym).to(x.device))
+        upper.append(latents.symbols_to_latents(sym).to(_device(model)))
     for sym, p in list(zip(symbols, priors, strict=True))[::-1]:
         latents.push_prior(coder, sym, p)
 
 
-def _decode_top_down(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
+def _pop_priors(model, latents: LatentCoder, coder, b: int) -> list[np.ndarray]:
+    """Undo `_push_priors`: pop every group from its prior, top group first."""
     symbols: list[np.ndarray] = []
     upper: list[torch.Tensor] = []
     for d in model.group_dims:
         sym = latents.pop_prior(coder, model.coding_prior(upper), b, d)
         symbols.append(sym)
         upper.append(latents.symbols_to_latents(sym).to(_device(model)))
-    x_np = model.likelihood.pop(coder, _decoded(model, latents, symbols))
+    return symbols
+
+
+def _as_values(model, x_np: np.ndarray, b: int) -> torch.Tensor:
     shape = tuple(model.config.image_shape)
-    x = torch.from_numpy(x_np.astype(np.uint8).reshape(b, *shape)).float().to(_device(model))
-    posteriors = [model.coding_posterior(x, upper[:i]) for i in range(len(symbols))]
-    for sym, q in list(zip(symbols, posteriors, strict=True))[::-1]:
-        latents.push_posterior(coder, sym, q)
+    return torch.from_numpy(x_np.astype(np.uint8).reshape(b, *shape)).float().to(_device(model))
+
+
+def _encode_top_down(model, latents: LatentCoder, coder, x_np: np.ndarray, x: torch.Tensor):
+    """BB-ANS: pop every group from q (top-down), push x, push every group under p."""
+    symbols = _posteriors(model, latents, coder, x)
+    model.likelihood.push(coder, x_np, _decoded(model, latents, symbols))
+    _push_priors(model, latents, coder, symbols)
+
+
+def _decode_top_down(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
+    symbols = _pop_priors(model, latents, coder, b)
+    x_np = model.likelihood.pop(coder, _decoded(model, latents, symbols))
+    _push_posteriors(model, latents, coder, _as_values(model, x_np, b), symbols)
+    return x_np
+
+
+# ---- importance-weighted bits-back (Ruan et al. 2021) ------------------------------------
+#
+# With K particles z^1..z^K ~ q(z|x) and an index j drawn in proportion to the importance
+# weights w_k = p(x, z^k) / q(z^k | x), the file codes (j, z^j, x, the other particles)
+# under P = (1/K) p(x, z^j) prod_{k != j} q(z^k | x), having taken back the bits of
+# Q = prod_k q(z^k | x) w_j / sum(w). The net cost is -log P + log Q = -log (1/K) sum_k w_k:
+# the K-sample importance-weighted bound instead of the ELBO. Particles are rows of one batch
+# of K x B images (x repeated, particle-major), so both sides compute every network output
+# on the same batch composition.
+
+
+def _particle_log_weights(model, latents: LatentCoder, x: torch.Tensor, symbols) -> np.ndarray:
+    """log p(x, z) - log q(z | x) of each row (float64), z on the latent grid."""
+    dev = x.device
+    upper: list[torch.Tensor] = []
+    log_w = torch.zeros(x.shape[0], dtype=torch.float64)
+    for sym in symbols:
+        q, p = model.coding_posterior(x, upper), model.coding_prior(upper)
+        z = latents.symbols_to_latents(sym).to(dev)
+        log_w += (p.log_prob(z).double() - q.log_prob(z).double()).cpu()
+        upper.append(z)
+    decoded = _decoded(model, latents, symbols)
+    log_w += decoded.log_prob(x.cpu().double()).double()
+    return log_w.numpy()
+
+
+def _index_probabilities(log_w: np.ndarray, k: int, b: int) -> np.ndarray:
+    lw = log_w.reshape(k, b).T  # (B, K)
+    # a particle whose weight overflowed (a latent clipped at the grid's edge far from q's
+    # mean) is never picked; where all did, the index is uniform
+    lw = np.where(np.isfinite(lw), lw, -1e300)
+    w = np.exp(lw - lw.max(1, keepdims=True))
+    w[w < 1e-30] = 0.0  # constriction refuses weights far below float32's range
+    # C order: constriction reads the buffer row by row whatever numpy's strides say
+    return np.ascontiguousarray(w / w.sum(1, keepdims=True))
+
+
+def _rows(j: np.ndarray, k: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """The chosen particle's row of each image, and every other row (ascending)."""
+    chosen = j * b + np.arange(b)
+    keep = np.ones(k * b, dtype=bool)
+    keep[chosen] = False
+    return chosen, np.flatnonzero(keep)
+
+
+def _encode_importance_weighted(model, latents, coder, x_np, x, k: int) -> None:
+    b = x.shape[0]
+    xr = x.repeat(k, *([1] * (x.dim() - 1)))
+    symbols = _posteriors(model, latents, coder, xr)  # K particles: bits back
+    probs = _index_probabilities(_particle_log_weights(model, latents, xr, symbols), k, b)
+    j = coder.decode(latents.categorical, probs).astype(np.int64)  # the index: bits back
+    chosen, others = _rows(j, k, b)
+    _push_posteriors(model, latents, coder, xr[others], [s[others] for s in symbols])
+    model.likelihood.push(coder, x_np, _decoded(model, latents, [s[chosen] for s in symbols]))
+    _push_priors(model, latents, coder, [s[chosen] for s in symbols])
+    coder.encode_reverse(j.astype(np.int32), latents.categorical, np.full((b, k), 1.0 / k))
+
+
+def _decode_importance_weighted(model, latents, coder, b: int, k: int) -> np.ndarray:
+    j = coder.decode(latents.categorical, np.full((b, k), 1.0 / k)).astype(np.int64)
+    picked = _pop_priors(model, latents, coder, b)
+    x_np = model.likelihood.pop(coder, _decoded(model, latents, picked))
+    x = _as_values(model, x_np, b)
+    xr = x.repeat(k, *([1] * (x.dim() - 1)))
+    chosen, others = _rows(j, k, b)
+    rest = _posteriors(model, latents, coder, xr[others])
+    symbols = []
+    for mine, theirs in zip(picked, rest, strict=True):
+        full = np.empty((k * b, mine.shape[1]), dtype=mine.dtype)
+        full[chosen], full[others] = mine, theirs
+        symbols.append(full)
+    probs = _index_probabilities(_particle_log_weights(model, latents, xr, symbols), k, b)
+    coder.encode_reverse(j.astype(np.int32), latents.categorical, probs)
+    _push_posteriors(model, latents, coder, xr, symbols)
     return x_np
 
 
@@ -299,20 +398,42 @@ def _decode_bitswap(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
     return x_np
 
 
+def _coders(model: LatentVariableModel, particles: int):
+    """The (encode, decode) pair of batch functions for this model and particle count."""
+    if particles > 1:
+        if getattr(model, "markov", False):
+            raise CodingError("importance-weighted bits-back needs a top-down model, not bitswap")
+        return (
+            lambda m, lat, c, x_np, x: _encode_importance_weighted(m, lat, c, x_np, x, particles),
+            lambda m, lat, c, b: _decode_importance_weighted(m, lat, c, b, particles),
+        )
+    if getattr(model, "markov", False):
+        return _encode_bitswap, _decode_bitswap
+    return _encode_top_down, _decode_top_down
+
+
 def encode(
-    model: LatentVariableModel, values: np.ndarray, batch_size: int = 100, progress: bool = False
+    model: LatentVariableModel,
+    values: np.ndarray,
+    batch_size: int = 100,
+    progress: bool = False,
+    particles: int = 1,
 ) -> tuple[np.ndarray, CodingPlan]:
-    """Bits-back encode integer values (N, C, H, W) as uint8 into ANS words (uint32)."""
+    """Bits-back encode integer values (N, C, H, W) as uint8 into ANS words (uint32).
+    `particles` > 1 codes at the K-sample importance-weighted bound instead of -ELBO, for K
+    times the network work per image."""
     check_codable(model, values)
+    if not 1 <= particles <= MAX_PARTICLES:
+        raise CodingError(f"particles must be between 1 and {MAX_PARTICLES}; got {particles}")
     model.eval()
     latents = LatentCoder(LATENT_BITS)
     # Each batch is sized so that its worst-case pops are covered by bits already on the
     # stack (popping from an underflowing stack would get no bits back). Batches start at one
     # image and grow geometrically to `batch_size`; only the first image uses the initial words.
-    worst_bits = pops_per_image(model) * PRECISION_BITS
+    worst_bits = (particles * pops_per_image(model) + (particles > 1)) * PRECISION_BITS
     init = math.ceil(worst_bits / 32) + 2
     coder = constriction.stream.stack.AnsCoder(_initial_words(init))
-    code_batch = _encode_bitswap if getattr(model, "markov", False) else _encode_top_down
+    code_batch, _ = _coders(model, particles)
     sizes: list[int] = []
     done = 0
     bar = tqdm(total=len(values), desc="compress", unit="img", disable=not progress)
@@ -326,7 +447,7 @@ def encode(
         done += b
         bar.update(b)
     bar.close()
-    return coder.get_compressed(), CodingPlan(tuple(sizes), LATENT_BITS, init)
+    return coder.get_compressed(), CodingPlan(tuple(sizes), LATENT_BITS, init, particles)
 
 
 def decode(
@@ -337,7 +458,7 @@ def decode(
     latents = LatentCoder(plan.latent_bits)
     shape = tuple(model.config.image_shape)
     out = np.empty((plan.n, *shape), dtype=np.uint8)
-    decode_batch = _decode_bitswap if getattr(model, "markov", False) else _decode_top_down
+    _, decode_batch = _coders(model, plan.particles)
     try:
         coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
         with torch.no_grad():

@@ -25,10 +25,19 @@ from vaekit.data.sources import IMAGE_SUFFIXES, read_image_folder, read_images
 from vaekit.errors import DataError
 from vaekit.fileio import atomic_write_bytes
 from vaekit.models import LatentVariableModel
-from vaekit.uses.bitsback import CodingError, CodingPlan, check_codable, decode, encode
+from vaekit.uses.bitsback import (
+    MAX_PARTICLES,
+    CodingError,
+    CodingPlan,
+    check_codable,
+    decode,
+    encode,
+)
 
 MAGIC = b"VKZ\x1a"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # plain bits-back (and Bit-Swap): what vaekit 0.1-0.3 write
+IW_FORMAT_VERSION = 3  # importance-weighted bits-back (vaekit >= 0.3): other steps per batch
+READABLE = {FORMAT_VERSION: "0.1", IW_FORMAT_VERSION: "0.3"}  # version -> first vaekit reader
 _PREFIX = struct.Struct("<4sHI")
 MAX_HEADER = 64 * 1024 * 1024
 
@@ -62,13 +71,17 @@ def compress(
     container: Container | None = None,
     progress: bool = False,
     batch_size: int = 100,
+    particles: int = 1,
 ) -> bytes:
-    """Losslessly code uint8 images (N, C, H, W), or (N, H, W) for one channel, to bytes."""
+    """Losslessly code uint8 images (N, C, H, W), or (N, H, W) for one channel, to bytes.
+    `particles` > 1: importance-weighted bits-back (the rate approaches the K-sample bound)."""
     images = np.asarray(images)
     if images.ndim == 3 and model.config.image_shape[0] == 1:
         images = images[:, None]
     values, one = to_model_values(images, model)
-    words, plan = encode(model, values, batch_size=batch_size, progress=progress)
+    words, plan = encode(
+        model, values, batch_size=batch_size, progress=progress, particles=particles
+    )
     header = {
         "fingerprint": weights_fingerprint(model),
         "likelihood": model.likelihood.name,
@@ -80,12 +93,15 @@ def compress(
             "sizes": list(plan.sizes),
             "latent_bits": plan.latent_bits,
             "init_words": plan.init_words,
+            # written only where used: files of plain bits-back keep their bytes
+            **({"particles": plan.particles} if plan.particles > 1 else {}),
         },
         "n_words": int(words.size),
         "container": {"kind": container.kind, **container.meta} if container else {"kind": "array"},
     }
     hb = json.dumps(header, separators=(",", ":")).encode()
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hb)) + hb + words.astype("<u4").tobytes()
+    version = IW_FORMAT_VERSION if plan.particles > 1 else FORMAT_VERSION
+    body = _PREFIX.pack(MAGIC, version, len(hb)) + hb + words.astype("<u4").tobytes()
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -96,10 +112,10 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
     magic, version, hlen = _PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise CodingError("not a vaekit compressed file (bad magic bytes)")
-    if version != FORMAT_VERSION:
+    if version not in READABLE:
         raise CodingError(
-            f"format version {version} is not supported (this vaekit reads "
-            f"version {FORMAT_VERSION})"
+            f"format version {version} is not supported (this vaekit reads versions "
+            f"{', '.join(map(str, READABLE))}; a newer vaekit wrote this file)"
         )
     (crc,) = struct.unpack("<I", data[-4:])
     if zlib.crc32(data[:-4]) != crc:
@@ -123,6 +139,8 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CodingError(f"the file is corrupt (unreadable header: {e})") from e
     payload = data[_PREFIX.size + hlen : -4]
+    if (header["plan"].particles > 1) != (version == IW_FORMAT_VERSION):
+        raise CodingError("the file is corrupt (its format version and coding plan disagree)")
     if len(payload) != 4 * n_words or len(shape) != 4 or header["plan"].n != shape[0]:
         raise CodingError("the file is corrupt (payload size does not match its header)")
     return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -130,8 +148,13 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
 
 def _plan(p: dict[str, Any]) -> CodingPlan:
     plan = CodingPlan(
-        tuple(int(b) for b in p["sizes"]), int(p["latent_bits"]), int(p["init_words"])
+        tuple(int(b) for b in p["sizes"]),
+        int(p["latent_bits"]),
+        int(p["init_words"]),
+        int(p.get("particles", 1)),
     )
+    if not 1 <= plan.particles <= MAX_PARTICLES:
+        raise ValueError("invalid particle count")
     if any(b < 1 for b in plan.sizes) or not 0 <= plan.init_words < 2**20:
         raise ValueError("invalid batch sizes or initial words")
     if not 1 <= plan.latent_bits <= 16:
@@ -286,13 +309,14 @@ def compress_file(
     dst: str | Path,
     progress: bool = False,
     ideal_k: int | None = None,
+    particles: int = 1,
 ) -> dict[str, Any]:
     """Compress an IDX file, `.npy` array or image folder into a `.vkz` file.
 
     Returns the counts and the rate in bits/dim; with `ideal_k` also the model's own -ELBO
     on the input (one pass, K=0) and, for ideal_k > 0, its importance-sampled -log p(x)."""
     images, container = read_container(src)
-    data = compress(model, images, container, progress=progress)
+    data = compress(model, images, container, progress=progress, particles=particles)
     atomic_write_bytes(dst, data)
     out: dict[str, Any] = {
         "images": len(images),
