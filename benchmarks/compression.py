@@ -82,7 +82,7 @@ def vaekit_row(model, images: np.ndarray, ideal_k: int, ideal_n: int, particles:
     return {
         "bytes": len(data),
         "bits_per_dim": 8 * len(data) / dims,
-        "payload_bits_per_dim": 32 * len(words) / dims,
+        "payload_bits_per_dim": 8 * words.nbytes / dims,
         "header_and_framing_bytes": len(data) - 4 * len(words),
         "neg_elbo_bits_per_dim": elbo["elbo_bits_per_dim"],
         "neg_log_px_bits_per_dim": lp["bits_per_dim"],

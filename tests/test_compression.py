@@ -191,7 +191,8 @@ def test_payload_damage_with_valid_crc_never_returns_wrong_data(models, mnist_te
 @given(st.data())
 def test_fuzz_decompress_only_raises_clean_errors(data):
     model = tiny_model("static-binary", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=123)
-    good = compress(model, (synthetic_digits(12, 8)[:, None] > 100).astype(np.uint8))
+    images = (synthetic_digits(12, 8)[:, None] > 100).astype(np.uint8)
+    good = compress(model, images, fallback=data.draw(st.booleans()))  # formats 2 and 4
     kind = data.draw(st.sampled_from(["random", "flip", "flip+crc", "truncate", "splice"]))
     if kind == "random":
         blob = data.draw(st.binary(max_size=400))
@@ -211,3 +212,52 @@ def test_fuzz_decompress_only_raises_clean_errors(data):
         return
     # The only acceptable success is the original data (a mutation that changed nothing).
     assert np.array_equal(out, decompress(model, good))
+
+
+def test_never_larger_than_xz_and_the_header_packed(tmp_path):
+    """Where xz codes the input smaller than the model (here: a random, untrained model on
+    near-blank images), `compress_file` keeps xz's stream (format 4) and the file is at most
+    a few hundred bytes of header above xz's own; a large header (an image folder's names) is
+    itself compressed. Both decode exactly, and `--bits-back-only` turns the fallback off."""
+    import lzma
+
+    model = tiny_model("8bit", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=5)
+    imgs = np.zeros((400, 8, 8), np.uint8)
+    imgs[::7, 3, 3] = 200
+    np.save(tmp_path / "a.npy", imgs)
+    res = compress_file(model, tmp_path / "a.npy", tmp_path / "a.vkz")
+    data = (tmp_path / "a.vkz").read_bytes()
+    xz = len(lzma.compress(imgs.tobytes(), preset=9 | lzma.PRESET_EXTREME))
+    assert res["coder"] == "xz" and data[4] == 4 and res["payload_bytes"] == xz
+    assert len(data) < xz + 400 and res["header_bytes"] == len(data) - xz
+    decompress_file(model, tmp_path / "a.vkz", tmp_path / "back.npy")
+    assert np.array_equal(np.load(tmp_path / "back.npy"), imgs)
+    plain = compress_file(model, tmp_path / "a.npy", tmp_path / "b.vkz", fallback=False)
+    assert plain["coder"] == "bits-back" and plain["bytes"] > res["bytes"]
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    names = [f"a-rather-long-file-name-for-image-number-{i:04d}.png" for i in range(120)]
+    for n, im in zip(names, np.repeat(imgs[:1], 120, 0), strict=True):
+        Image.fromarray(im).save(folder / n)
+    res = compress_file(model, folder, tmp_path / "f.vkz", fallback=False)
+    raw_names = sum(len(n) + 3 for n in names)
+    assert (tmp_path / "f.vkz").read_bytes()[4] == 4 and res["header_bytes"] < raw_names / 4
+    decompress_file(model, tmp_path / "f.vkz", tmp_path / "many-back")
+    assert sorted(p.name for p in (tmp_path / "many-back").iterdir()) == sorted(names)
+
+
+def test_packed_files_refuse_damage(tmp_path):
+    model = tiny_model("8bit", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=5)
+    imgs = np.zeros((50, 1, 8, 8), np.uint8)
+    data = compress(model, imgs, fallback=True)
+    assert data[4] == 4
+    assert np.array_equal(decompress(model, data), imgs)
+    body = bytearray(data[:-4])
+    body[-3] ^= 0x10  # inside the xz payload, CRC recomputed
+    with pytest.raises(CodingError):
+        decompress(model, _with_crc(bytes(body)))
+    body = bytearray(data[:-4])
+    body[12] ^= 0x10  # inside the packed header
+    with pytest.raises(CodingError, match="corrupt"):
+        decompress(model, _with_crc(bytes(body)))

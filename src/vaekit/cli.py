@@ -325,24 +325,44 @@ def interpolate_cmd(run_dir, steps, pairs, out, data_dir) -> None:
     help="Importance-weighted bits-back with K particles: codes near the K-sample bound "
     "instead of -ELBO, for K times the network work (format version 3 files).",
 )
+@click.option(
+    "--bits-back-only",
+    is_flag=True,
+    help="Do not fall back to xz where it codes the input smaller than the model does.",
+)
 @_friendly_errors
-def compress_cmd(run_dir, input_path, output, ideal_k, particles) -> None:
+def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only) -> None:
     """Losslessly compress an image set (IDX, .npy, image folder) by bits-back coding."""
     from vaekit.uses.compression import compress_file
 
     model, _, _ = load_checkpoint(run_dir)
     res = compress_file(
-        model, input_path, output, progress=True, ideal_k=ideal_k, particles=particles
+        model,
+        input_path,
+        output,
+        progress=True,
+        ideal_k=ideal_k,
+        particles=particles,
+        fallback=not bits_back_only,
     )
     bpd, ideal = res["bits_per_dim"], res["ideal"]
+    dims = res["raw_bytes"]
     click.echo(
         f"wrote {output}: {res['images']} images, {res['bytes']:,} bytes, {bpd:.4f} bits/dim "
-        f"(raw 8-bit: {res['raw_bytes']:,} bytes)"
+        f"(raw 8-bit: {dims:,} bytes)"
+    )
+    coded = 8 * res["payload_bytes"] / dims
+    why = " (xz coded this input smaller than the model)" if res["coder"] == "xz" else ""
+    click.echo(
+        f"  payload by {res['coder']}{why}: {res['payload_bytes']:,} bytes, {coded:.4f} bits/dim;"
+        f" header and framing: {res['header_bytes']:,} bytes"
     )
     line = f"model's ideal on this input: -ELBO {ideal['elbo_bits_per_dim']:.4f} bits/dim"
     if ideal_k:
         line += f", -log p(x) {ideal['bits_per_dim']:.4f} bits/dim (IS, K={ideal_k})"
-    click.echo(line + f"; coder overhead over -ELBO {bpd - ideal['elbo_bits_per_dim']:+.4f}")
+    if res["coder"] != "xz":
+        line += f"; coder overhead over -ELBO {coded - ideal['elbo_bits_per_dim']:+.4f}"
+    click.echo(line)
 
 
 @main.command("decompress")

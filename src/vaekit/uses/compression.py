@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import struct
 import zlib
 from dataclasses import dataclass
@@ -37,7 +38,12 @@ from vaekit.uses.bitsback import (
 MAGIC = b"VKZ\x1a"
 FORMAT_VERSION = 2  # plain bits-back (and Bit-Swap): what vaekit 0.1-0.3 write
 IW_FORMAT_VERSION = 3  # importance-weighted bits-back (vaekit >= 0.3): other steps per batch
-READABLE = {FORMAT_VERSION: "0.1", IW_FORMAT_VERSION: "0.3"}  # version -> first vaekit reader
+# An xz-compressed header, and a payload coded by bits-back or by xz, whichever is smaller
+# (vaekit >= 0.3): written where xz wins or the header is large (an image folder's names).
+PACKED_FORMAT_VERSION = 4
+READABLE = {FORMAT_VERSION: "0.1", IW_FORMAT_VERSION: "0.3", PACKED_FORMAT_VERSION: "0.3"}
+PLAIN_HEADER_LIMIT = 2048  # bytes of JSON above which the header is worth compressing
+GENERIC_CODER = "xz"
 _PREFIX = struct.Struct("<4sHI")
 MAX_HEADER = 64 * 1024 * 1024
 
@@ -72,9 +78,12 @@ def compress(
     progress: bool = False,
     batch_size: int = 100,
     particles: int = 1,
+    fallback: bool = False,
 ) -> bytes:
     """Losslessly code uint8 images (N, C, H, W), or (N, H, W) for one channel, to bytes.
-    `particles` > 1: importance-weighted bits-back (the rate approaches the K-sample bound)."""
+    `particles` > 1: importance-weighted bits-back (the rate approaches the K-sample bound).
+    `fallback`: also code the values with xz and keep whichever is smaller, so that the file
+    is never more than a few bytes larger than xz's (`compress_file` and the CLI do)."""
     images = np.asarray(images)
     if images.ndim == 3 and model.config.image_shape[0] == 1:
         images = images[:, None]
@@ -82,7 +91,7 @@ def compress(
     words, plan = encode(
         model, values, batch_size=batch_size, progress=progress, particles=particles
     )
-    header = {
+    header: dict[str, Any] = {
         "fingerprint": weights_fingerprint(model),
         "likelihood": model.likelihood.name,
         "pixels": model.pixels.name,
@@ -99,10 +108,49 @@ def compress(
         "n_words": int(words.size),
         "container": {"kind": container.kind, **container.meta} if container else {"kind": "array"},
     }
+    payload = words.astype("<u4").tobytes()
+    generic = _generic_encode(values, model.likelihood.name) if fallback else None
+    xz_wins = generic is not None and len(generic) < len(payload)
     hb = json.dumps(header, separators=(",", ":")).encode()
-    version = IW_FORMAT_VERSION if plan.particles > 1 else FORMAT_VERSION
-    body = _PREFIX.pack(MAGIC, version, len(hb)) + hb + words.astype("<u4").tobytes()
+    if not xz_wins and len(hb) <= PLAIN_HEADER_LIMIT:
+        # bits-back wins and the header is small: versions 2/3, byte for byte as before
+        version = IW_FORMAT_VERSION if plan.particles > 1 else FORMAT_VERSION
+    else:
+        version = PACKED_FORMAT_VERSION
+        if xz_wins:  # never more than a few bytes above xz's own file
+            del header["plan"], header["n_words"]
+            header["coder"], payload = GENERIC_CODER, generic
+        else:
+            header["coder"] = "bits-back"
+        header["payload_bytes"] = len(payload)
+        hb = lzma.compress(json.dumps(header, separators=(",", ":")).encode())
+    body = _PREFIX.pack(MAGIC, version, len(hb)) + hb + payload
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _generic_input(values: np.ndarray, likelihood: str) -> bytes:
+    """The values as a generic coder sees them: bytes, binary pixels packed 8 to a byte."""
+    return np.packbits(values).tobytes() if likelihood == "bernoulli" else values.tobytes()
+
+
+def _generic_encode(values: np.ndarray, likelihood: str) -> bytes:
+    return lzma.compress(_generic_input(values, likelihood), preset=9 | lzma.PRESET_EXTREME)
+
+
+def _generic_decode(payload: bytes, header: dict[str, Any], likelihood: str) -> np.ndarray:
+    shape = tuple(header["shape"])
+    size = int(np.prod(shape))
+    expect = (size + 7) // 8 if likelihood == "bernoulli" else size
+    try:
+        dec = lzma.LZMADecompressor()
+        raw = dec.decompress(payload, max_length=expect + 1)
+    except lzma.LZMAError as e:
+        raise CodingError(f"the file's {GENERIC_CODER} payload does not decode ({e})") from e
+    if len(raw) != expect or not dec.eof:
+        raise CodingError("the file is corrupt (its generic payload has the wrong length)")
+    arr = np.frombuffer(raw, dtype=np.uint8)
+    values = np.unpackbits(arr)[:size] if likelihood == "bernoulli" else arr
+    return values.reshape(shape).copy()
 
 
 def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
@@ -123,27 +171,54 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
     if hlen > MAX_HEADER or _PREFIX.size + hlen > len(data) - 4:
         raise CodingError("the file is corrupt (header length out of range)")
     try:
-        header = json.loads(data[_PREFIX.size : _PREFIX.size + hlen])
-        n_words = int(header["n_words"])
+        raw_header = data[_PREFIX.size : _PREFIX.size + hlen]
+        if version == PACKED_FORMAT_VERSION:
+            dec = lzma.LZMADecompressor()
+            raw_header = dec.decompress(raw_header, max_length=MAX_HEADER)
+            if not dec.eof:
+                raise ValueError("the header does not end")
+        header = json.loads(raw_header)
+        header["version"] = version
         shape = [int(s) for s in header["shape"]]
+        if header.get("coder", "bits-back") == GENERIC_CODER:
+            return _checked(header, shape), np.frombuffer(
+                _payload(data, hlen, int(header["payload_bytes"])), dtype=np.uint8
+            )
+        n_words = int(header["n_words"])
         header["plan"] = _plan(header["plan"])
-        # Every key decoding relies on must be there and well-typed, so that a damaged header
-        # (even one with a recomputed CRC) is a clean error rather than a crash later on.
-        if not (
-            isinstance(header["fingerprint"], str)
-            and isinstance(header["sha256"], str)
-            and header["one_value"] in (1, 255)
-            and isinstance(header["container"], dict)
-        ):
-            raise ValueError("bad fingerprint, checksum, pixel value or container fields")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        _checked(header, shape)
+    except (ValueError, KeyError, TypeError, AttributeError, lzma.LZMAError) as e:
         raise CodingError(f"the file is corrupt (unreadable header: {e})") from e
-    payload = data[_PREFIX.size + hlen : -4]
-    if (header["plan"].particles > 1) != (version == IW_FORMAT_VERSION):
+    if version == IW_FORMAT_VERSION and header["plan"].particles == 1:
         raise CodingError("the file is corrupt (its format version and coding plan disagree)")
-    if len(payload) != 4 * n_words or len(shape) != 4 or header["plan"].n != shape[0]:
+    if version == FORMAT_VERSION and header["plan"].particles > 1:
+        raise CodingError("the file is corrupt (its format version and coding plan disagree)")
+    if header["plan"].n != shape[0]:
         raise CodingError("the file is corrupt (payload size does not match its header)")
+    payload = _payload(data, hlen, 4 * n_words)
     return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+
+
+def _checked(header: dict[str, Any], shape: list[int]) -> dict[str, Any]:
+    """Every key decoding relies on must be there and well-typed, so that a damaged header
+    (even one with a recomputed CRC) is a clean error rather than a crash later on."""
+    if not (
+        isinstance(header["fingerprint"], str)
+        and isinstance(header["sha256"], str)
+        and header["one_value"] in (1, 255)
+        and isinstance(header["container"], dict)
+        and len(shape) == 4
+        and all(d > 0 for d in shape)
+    ):
+        raise ValueError("bad fingerprint, checksum, pixel value, shape or container fields")
+    return header
+
+
+def _payload(data: bytes, hlen: int, expected: int) -> bytes:
+    payload = data[_PREFIX.size + hlen : -4]
+    if len(payload) != expected:
+        raise CodingError("the file is corrupt (payload size does not match its header)")
+    return payload
 
 
 def _plan(p: dict[str, Any]) -> CodingPlan:
@@ -178,7 +253,10 @@ def _decode(
         )
     if list(header["shape"][1:]) != list(model.config.image_shape):
         raise CodingError("the file's image shape does not match this model")
-    values = decode(model, words, header["plan"], progress=progress)
+    if header.get("coder") == GENERIC_CODER:
+        values = _generic_decode(words.tobytes(), header, model.likelihood.name)
+    else:
+        values = decode(model, words, header["plan"], progress=progress)
     images = values * np.uint8(header["one_value"]) if header["one_value"] != 1 else values
     if _sha256(images) != header["sha256"]:
         raise CodingError(
@@ -310,17 +388,24 @@ def compress_file(
     progress: bool = False,
     ideal_k: int | None = None,
     particles: int = 1,
+    fallback: bool = True,
 ) -> dict[str, Any]:
     """Compress an IDX file, `.npy` array or image folder into a `.vkz` file.
 
     Returns the counts and the rate in bits/dim; with `ideal_k` also the model's own -ELBO
     on the input (one pass, K=0) and, for ideal_k > 0, its importance-sampled -log p(x)."""
     images, container = read_container(src)
-    data = compress(model, images, container, progress=progress, particles=particles)
+    data = compress(
+        model, images, container, progress=progress, particles=particles, fallback=fallback
+    )
     atomic_write_bytes(dst, data)
+    header, payload = read_header(data)
     out: dict[str, Any] = {
         "images": len(images),
         "bytes": len(data),
+        "coder": header.get("coder", "bits-back"),
+        "payload_bytes": payload.nbytes,
+        "header_bytes": len(data) - payload.nbytes,  # magic, version, header, CRC
         "raw_bytes": int(images.size),
         "bits_per_dim": 8 * len(data) / images.size,
     }
