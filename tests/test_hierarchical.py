@@ -1,5 +1,6 @@
 """The top-down hierarchical VAE: bounds, exact likelihood on a tiny model, every use."""
 
+import json
 import math
 
 import numpy as np
@@ -239,3 +240,41 @@ def test_importance_weighted_bits_back_codes_below_the_elbo():
     bound_bits = iwae8 / math.log(2)
     assert weighted < plain - 100, (plain, weighted)
     assert weighted > 0.98 * bound_bits, (weighted, bound_bits)  # no code beats the bound
+
+
+def test_a_new_user_runs_every_command_on_a_hierarchy(tmp_path, npy_data):
+    """train, evaluate (KL per group), sample with a temperature per group, compress and
+    decompress, score with the level ratio: the README's hierarchy commands, on tiny data."""
+    from click.testing import CliRunner
+
+    from vaekit.cli import main
+
+    run, cli = tmp_path / "run", CliRunner()
+    overrides = [
+        "--set", "model.family=hvae", "--set", "model.latent_groups=[2,3]",
+        "--set", "model.group_width=16", "--set", "model.hidden=[32]", "--set", "train.epochs=2",
+    ]  # fmt: skip
+    res = cli.invoke(main, ["train", "--data", str(npy_data), "--out", str(run), *overrides])
+    assert res.exit_code == 0, res.output
+    res = cli.invoke(main, ["evaluate", str(run), "--k", "10", "--json"])
+    assert res.exit_code == 0, res.output
+    groups = json.loads(res.output[res.output.index("{") :])["groups"]
+    assert [g["dims"] for g in groups] == [2, 3] and all(g["kl"] >= 0 for g in groups)
+    out = tmp_path / "s.png"
+    res = cli.invoke(main, ["sample", str(run), "--temperature", "1,0.5", "--out", str(out)])
+    assert res.exit_code == 0 and out.exists(), res.output
+    res = cli.invoke(main, ["sample", str(run), "--temperature", "1,0.5,0.2"])
+    assert res.exit_code != 0 and "2 latent groups" in res.output
+    images = np.where(synthetic_digits(20) > 127, 255, 0).astype(np.uint8)  # binary pixels
+    np.save(tmp_path / "x.npy", images)
+    vkz = tmp_path / "x.vkz"
+    res = cli.invoke(main, ["compress", str(run), str(tmp_path / "x.npy"), "-o", str(vkz)])
+    assert res.exit_code == 0 and "payload by" in res.output, res.output
+    res = cli.invoke(main, ["decompress", str(run), str(vkz), "-o", str(tmp_path / "y.npy")])
+    assert res.exit_code == 0, res.output
+    assert np.array_equal(np.load(tmp_path / "y.npy"), images)
+    csv = tmp_path / "scores.csv"
+    args = ["score", str(run), str(tmp_path / "x.npy"), "--score", "level-ratio", "--k", "8"]
+    res = cli.invoke(main, [*args, "--out", str(csv)])
+    assert res.exit_code == 0 and "level-ratio" in res.output, res.output
+    assert len(csv.read_text().splitlines()) == 21
