@@ -30,23 +30,19 @@ from torch import nn
 from torch.distributions import Distribution, Independent
 
 from vaekit.config import ModelConfig
-from vaekit.data.pixels import pixel_mode
-from vaekit.distributions import diagonal_gaussian, full_precision, make_likelihood
+from vaekit.distributions import diagonal_gaussian, full_precision
 from vaekit.distributions.sampling import sample_with_temperature
-from vaekit.models.base import MODELS, Inference, LatentGroup, LatentVariableModel, group_kl
-from vaekit.nets import ARCHITECTURES
+from vaekit.models.base import MODELS, Inference, LatentGroup, group_kl
+from vaekit.models.groups import (
+    LOGVAR_MAX,
+    LOGVAR_MIN,
+    LatentHierarchy,
+    draw,
+    group_temperatures,
+    soft_bound,
+)
 from vaekit.nets.mlp import activation_class
 from vaekit.priors import make_prior
-
-LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
-# Log-variances inside the hierarchy are bounded smoothly to +-LOGVAR_SOFT: a conditional
-# prior free to shrink its variance without limit makes the KL of q's offset from it blow up
-# (it did, to 1e11 nats, within 100 steps of a short run).
-LOGVAR_SOFT = 7.0
-
-
-def _soft_bound(logvar: torch.Tensor) -> torch.Tensor:
-    return LOGVAR_SOFT * torch.tanh(logvar / LOGVAR_SOFT)
 
 
 def _mlp(sizes: list[int], activation: str, last_scale: float = 1.0) -> nn.Sequential:
@@ -81,18 +77,13 @@ class _Pass:
 
 
 @MODELS.register("hvae")
-class HierarchicalVAE(LatentVariableModel):
+class HierarchicalVAE(LatentHierarchy):
     """Top-down hierarchical VAE over `config.latent_groups` (sizes, top group first)."""
 
+    family = "hvae"
+
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        problem = self.config_problem(config)
-        if problem:
-            raise ValueError(problem)
-        self.config = config
-        self.pixels = pixel_mode(config.pixels)
-        self.likelihood = make_likelihood(self.pixels.likelihood, config.n_mix)
-        self.architecture = ARCHITECTURES.get(config.arch)
+        super().__init__(config)
         w, act, dims = config.group_width, config.activation, list(config.latent_groups)
         self.encoder, _ = self.architecture.build(config, w // 2, 1)
         # p(x | z) reads every group directly, as a one-layer VAE's decoder reads its z; the
@@ -137,23 +128,6 @@ class HierarchicalVAE(LatentVariableModel):
             nn.init.normal_(lin.weight, std=d**-0.5)
         self.prior = make_prior(config.prior, dims[0], config)
 
-    @staticmethod
-    def config_problem(config: ModelConfig) -> str | None:
-        """Why `config` cannot build this model (None when it can)."""
-        if not config.latent_groups:
-            return "the hvae family needs model.latent_groups, e.g. [16, 32, 64] (top first)"
-        if config.prior == "vamp":
-            return "the hvae family's top prior cannot be a VampPrior; use standard-normal or mog"
-        return None
-
-    @property
-    def group_dims(self) -> list[int]:
-        return list(self.config.latent_groups)
-
-    @property
-    def decode_batch_limit(self) -> int:
-        return self.architecture.decode_batch_limit
-
     # ---- the two passes ------------------------------------------------------------------
 
     def bottom_up(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -172,7 +146,7 @@ class HierarchicalVAE(LatentVariableModel):
             p = self.prior.distribution(self)
             return p, self.prior.analytic_kl
         mean, logvar = full_precision(self.prior_nets[i](h)).chunk(2, -1)
-        return diagonal_gaussian(mean, _soft_bound(logvar)), True
+        return diagonal_gaussian(mean, soft_bound(logvar)), True
 
     def _posterior(self, i: int, h: torch.Tensor, u: torch.Tensor, p: Distribution) -> Independent:
         hu = torch.cat([h, u], -1)
@@ -180,7 +154,7 @@ class HierarchicalVAE(LatentVariableModel):
         if i == 0:  # the configured prior may be a mixture: q is parametrized directly
             return diagonal_gaussian(dmean, dlogvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
         mean = p.base_dist.loc + dmean
-        logvar = 2 * p.base_dist.scale.log() + _soft_bound(dlogvar)
+        logvar = 2 * p.base_dist.scale.log() + soft_bound(dlogvar)
         return diagonal_gaussian(mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
 
     def _update(self, i: int, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -222,7 +196,7 @@ class HierarchicalVAE(LatentVariableModel):
             if given is not None and i < len(given):
                 z = given[i]
             elif q is not None:
-                z = q.mean if use_means else _draw(q.mean, q.stddev, eps)
+                z = q.mean if use_means else draw(q.mean, q.stddev, eps)
             else:
                 t = 1.0 if temperature is None else temperature[i]
                 z = self._sample_prior(p, batch_shape, t, eps, use_means)
@@ -240,7 +214,7 @@ class HierarchicalVAE(LatentVariableModel):
         if isinstance(p, Independent) and p.base_dist.loc.dim() > 1:
             if use_means:
                 return p.mean
-            return _draw(p.mean, t * p.stddev, eps)
+            return draw(p.mean, t * p.stddev, eps)
         # the top prior has no batch shape
         return sample_with_temperature(p, math.prod(batch_shape), t).view(*batch_shape, -1)
 
@@ -281,19 +255,7 @@ class HierarchicalVAE(LatentVariableModel):
 
     @torch.no_grad()
     def sample_latents(self, n: int, temperature: float | list[float] = 1.0) -> torch.Tensor:
-        dims = self.group_dims
-        if isinstance(temperature, list | tuple):
-            if len(temperature) != len(dims):
-                raise ValueError(
-                    f"this model has {len(dims)} latent groups; got {len(temperature)} "
-                    "temperatures (give one, or one per group, top first)"
-                )
-            temps = [float(t) for t in temperature]
-        else:
-            temps = [float(temperature)] * len(dims)
-        for t in temps:
-            if not math.isfinite(t) or t < 0:
-                raise ValueError(f"temperature must be a finite number >= 0; got {t}")
+        temps = group_temperatures(temperature, len(self.group_dims))
         run = self.top_down(None, (n,), temperature=temps)
         return torch.cat([g.z for g in run.groups], -1)
 
@@ -309,17 +271,3 @@ class HierarchicalVAE(LatentVariableModel):
         for j, z in enumerate(upper):
             h = self._update(j, h, z)
         return self._prior(i, h)[0]
-
-    @torch.no_grad()
-    def init_from_data(self, values: torch.Tensor, output_bias: bool) -> None:
-        if output_bias:
-            params = self.likelihood.initial_params(values.mean(0), values.std(0, correction=0))
-            if params is not None:
-                self.decoder.set_output_bias(params.to(self.h0.device))
-        self.prior.init_from_data(self.likelihood.encoder_input(values))
-
-
-def _draw(mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
-    if eps is None:
-        eps = torch.randn_like(mean)
-    return mean + std * eps.to(mean)

@@ -16,43 +16,37 @@ networks are indexed bottom-up (level 0 is z_1, next to x).
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent
 
 from vaekit.config import ModelConfig
-from vaekit.data.pixels import pixel_mode
-from vaekit.distributions import diagonal_gaussian, full_precision, make_likelihood
+from vaekit.distributions import diagonal_gaussian, full_precision
 from vaekit.distributions.sampling import sample_with_temperature
-from vaekit.models.base import (
-    MODELS,
-    MONTE_CARLO,
-    Inference,
-    LatentGroup,
-    LatentVariableModel,
+from vaekit.models.base import MODELS, MONTE_CARLO, Inference, LatentGroup
+from vaekit.models.groups import (
+    LatentHierarchy,
+    draw,
+    group_temperatures,
+    soft_bound,
+    with_sample_shape,
 )
-from vaekit.models.hierarchical import _draw, _mlp, _soft_bound
-from vaekit.nets import ARCHITECTURES
+from vaekit.models.hierarchical import _mlp
 from vaekit.priors import make_prior
 
 
 @MODELS.register("bitswap")
-class MarkovHierarchy(LatentVariableModel):
+class MarkovHierarchy(LatentHierarchy):
     """A Markov hierarchy over `config.latent_groups` (sizes, top group first)."""
+
+    family = "bitswap"
+    example_groups = "[8, 8, 8, 8]"
 
     markov = True  # the bits-back coder interleaves its levels (Bit-Swap)
 
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        problem = self.config_problem(config)
-        if problem:
-            raise ValueError(problem)
-        self.config = config
-        self.pixels = pixel_mode(config.pixels)
-        self.likelihood = make_likelihood(self.pixels.likelihood, config.n_mix)
-        self.architecture = ARCHITECTURES.get(config.arch)
+        super().__init__(config)
         up = list(config.latent_groups)[::-1]  # bottom-up sizes
         w, act = config.group_width, config.activation
         self.encoder, self.decoder = self.architecture.build(
@@ -66,25 +60,9 @@ class MarkovHierarchy(LatentVariableModel):
         )
         self.prior = make_prior(config.prior, up[-1], config)
 
-    @staticmethod
-    def config_problem(config: ModelConfig) -> str | None:
-        if not config.latent_groups:
-            return "the bitswap family needs model.latent_groups, e.g. [8, 8, 8, 8] (top first)"
-        if config.prior == "vamp":
-            return "the bitswap family's top prior cannot be a VampPrior; use standard-normal"
-        return None
-
-    @property
-    def group_dims(self) -> list[int]:
-        return list(self.config.latent_groups)
-
     @property
     def levels(self) -> int:
         return len(self.group_dims)
-
-    @property
-    def decode_batch_limit(self) -> int:
-        return self.architecture.decode_batch_limit
 
     # ---- the chain's conditionals, bottom-up level index ---------------------------------
 
@@ -94,14 +72,14 @@ class MarkovHierarchy(LatentVariableModel):
             mean, logvar = self.encoder(self.likelihood.encoder_input(below))
         else:
             mean, logvar = self.q_nets[level - 1](below).chunk(2, -1)
-        return diagonal_gaussian(full_precision(mean), _soft_bound(full_precision(logvar)))
+        return diagonal_gaussian(full_precision(mean), soft_bound(full_precision(logvar)))
 
     def chain_prior(self, level: int, above: torch.Tensor | None) -> Distribution:
         """p(z_{level+1} | z_{level+2}); the top level's prior takes no `above`."""
         if level == self.levels - 1:
             return self.prior.distribution(self)
         mean, logvar = self.p_nets[level](above).chunk(2, -1)
-        return diagonal_gaussian(full_precision(mean), _soft_bound(full_precision(logvar)))
+        return diagonal_gaussian(full_precision(mean), soft_bound(full_precision(logvar)))
 
     def _noise(self, noise: torch.Tensor | None, level: int) -> torch.Tensor | None:
         if noise is None:
@@ -117,10 +95,8 @@ class MarkovHierarchy(LatentVariableModel):
         for level in range(self.levels):
             q = self.chain_posterior(level, below)
             if level == 0 and len(batch) > 1:  # k samples of each example
-                q = Independent(
-                    type(q.base_dist)(q.mean.expand(*batch, -1), q.stddev.expand(*batch, -1)), 1
-                )
-            z = q.mean if use_means else _draw(q.mean, q.stddev, self._noise(noise, level))
+                q = with_sample_shape(q, batch)
+            z = q.mean if use_means else draw(q.mean, q.stddev, self._noise(noise, level))
             zs.append(z)
             qs.append(q)
             below = z
@@ -163,18 +139,7 @@ class MarkovHierarchy(LatentVariableModel):
 
     @torch.no_grad()
     def sample_latents(self, n: int, temperature: float | list[float] = 1.0) -> torch.Tensor:
-        temps = (
-            [float(t) for t in temperature]
-            if isinstance(temperature, list | tuple)
-            else [float(temperature)] * self.levels
-        )
-        if len(temps) != self.levels:
-            raise ValueError(
-                f"this model has {self.levels} latent groups; got {len(temps)} temperatures"
-            )
-        for t in temps:
-            if not math.isfinite(t) or t < 0:
-                raise ValueError(f"temperature must be a finite number >= 0; got {t}")
+        temps = group_temperatures(temperature, self.levels)
         z = sample_with_temperature(self.chain_prior(self.levels - 1, None), n, temps[0])
         out = [z]
         for level, t in zip(reversed(range(self.levels - 1)), temps[1:], strict=True):
@@ -188,10 +153,3 @@ class MarkovHierarchy(LatentVariableModel):
 
     def coding_prior(self, upper):  # pragma: no cover
         raise NotImplementedError("a Markov hierarchy is coded level by level (Bit-Swap)")
-
-    @torch.no_grad()
-    def init_from_data(self, values: torch.Tensor, output_bias: bool) -> None:
-        if output_bias:
-            params = self.likelihood.initial_params(values.mean(0), values.std(0, correction=0))
-            if params is not None:
-                self.decoder.set_output_bias(params.to(values.device))
