@@ -64,3 +64,13 @@ def test_combined_flags_blank_images_that_surprise_calls_most_normal(tmp_path):
     assert combined[60:].min() > np.quantile(combined[:60], 0.9)
     again = AnomalyDetector.load(det.save(tmp_path / "det"))
     assert np.allclose(again.anomaly_score(blank), combined[60:])
+
+
+def test_combined_on_a_detector_fitted_for_another_kind_says_what_to_do():
+    from vaekit.errors import VaekitError
+
+    det = AnomalyDetector(
+        k=5, overrides=("model.hidden=[16]", "model.latent_dim=2", "train.epochs=1")
+    ).fit(synthetic_digits(100, 12))
+    with pytest.raises(VaekitError, match="score_kind='combined'"):
+        det.anomaly_score(synthetic_digits(5, 12), "combined")

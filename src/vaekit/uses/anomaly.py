@@ -239,6 +239,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         """The combined score's reference; for a plain `vaekit train` run, measured once on
         up to REFERENCE_IMAGES of its training images and kept in the run folder."""
         if getattr(self, "reference_", None) is None:
+            if getattr(self, "run_dir_", None) is None:
+                raise VaekitError(
+                    "the combined score needs reference scores of normal data, measured when "
+                    "a detector is fitted with score_kind='combined'; refit it with that"
+                )
             train = load_splits(self.config_, torch.device("cpu")).train
             g = torch.Generator().manual_seed(self.seed)
             pick = torch.randperm(len(train), generator=g)[:REFERENCE_IMAGES]
