@@ -261,3 +261,27 @@ def test_packed_files_refuse_damage(tmp_path):
     body[12] ^= 0x10  # inside the packed header
     with pytest.raises(CodingError, match="corrupt"):
         decompress(model, _with_crc(bytes(body)))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    enc_threads=st.sampled_from([1, 2]),
+    dec_threads=st.sampled_from([1, 2]),
+    batch=st.sampled_from([1, 7, 100, 1000]),
+)
+def test_files_decode_under_other_thread_counts_and_batch_sizes(
+    models, mnist_test, enc_threads, dec_threads, batch
+):
+    """Issue 14's property: encode with (threads, batch size) drawn from {1, 2} x
+    {1, 7, 100, 1000}, decode with another thread count: identical images. (The decoder
+    follows the file's own batch plan, so the encoder's batch size is what varies.)"""
+    model = models["8bit"]
+    images = mnist_test[:120]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(enc_threads)
+        data = compress(model, images, batch_size=batch)
+        torch.set_num_threads(dec_threads)
+        assert np.array_equal(decompress(model, data), images)
+    finally:
+        torch.set_num_threads(before)
