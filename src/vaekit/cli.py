@@ -260,13 +260,33 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
     show_default=True,
     help="Scale of the prior's noise: one number, or one per latent group (comma-separated).",
 )
+@click.option(
+    "--sampler",
+    type=click.Choice(["prior", "gmm"]),
+    default="prior",
+    show_default=True,
+    help="prior: z ~ p(z); gmm: a Gaussian mixture fitted to the training set's posterior "
+    "means (fitted once, saved in the run folder).",
+)
 @_friendly_errors
-def sample_cmd(run_dir, n, out, seed, temperature) -> None:
-    """Images decoded from z ~ p(z)."""
-    model, _, _ = load_checkpoint(run_dir)
+def sample_cmd(run_dir, n, out, seed, temperature, sampler) -> None:
+    """Images decoded from z ~ p(z), or from the ex-post mixture (--sampler gmm)."""
+    from vaekit.uses.samplers import GMM_FILE, expost_gmm, gmm_images
+
+    model, cfg, _ = load_checkpoint(run_dir)
     try:
         temps = [float(t) for t in temperature.split(",")]
-        images = sample_images(model, n, seed, temps[0] if len(temps) == 1 else temps)
+        if sampler == "gmm":
+            if len(temps) != 1:
+                raise ValueError("the gmm sampler takes one temperature")
+            train = None
+            if not (Path(run_dir) / GMM_FILE).exists():
+                click.echo("fitting the ex-post mixture to the training set's posterior means")
+                train = load_splits(cfg, torch.device("cpu")).train
+            gmm = expost_gmm(model, run_dir, train, seed=seed)
+            images = gmm_images(model, gmm, n, seed, temps[0])
+        else:
+            images = sample_images(model, n, seed, temps[0] if len(temps) == 1 else temps)
     except ValueError as e:
         raise VaekitError(f"--temperature {temperature}: {e}") from e
     path = save_grid(images, out or Path(run_dir) / "samples.png")
