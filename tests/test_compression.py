@@ -263,6 +263,11 @@ def test_packed_files_refuse_damage(tmp_path):
         decompress(model, _with_crc(bytes(body)))
 
 
+@pytest.mark.xfail(
+    reason="issue 14, measured here 2026-11-27: encoded with 1 thread (batch 7), decoded with "
+    "2, an 8-bit file fails to decode: float networks differ between thread counts",
+    strict=False,
+)
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     enc_threads=st.sampled_from([1, 2]),
