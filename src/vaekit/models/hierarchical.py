@@ -66,10 +66,9 @@ def _mlp(sizes: list[int], activation: str, last_scale: float = 1.0) -> nn.Seque
 
 @dataclass
 class _Pass:
-    """A top-down pass: the groups visited and the final state."""
+    """A top-down pass: the groups visited (the decoder reads them, not the final state)."""
 
     groups: list[LatentGroup]
-    h: torch.Tensor
 
     @property
     def z(self) -> torch.Tensor:
@@ -207,7 +206,7 @@ class HierarchicalVAE(LatentHierarchy):
                 zero = torch.zeros(z.shape[:-1], device=z.device)
                 groups.append(LatentGroup(z, p, p, zero, None, "prior"))
             h = self._update(i, h, z)
-        return _Pass(groups, h)
+        return _Pass(groups)
 
     @staticmethod
     def _sample_prior(p, batch_shape, t, eps, use_means) -> torch.Tensor:
