@@ -228,7 +228,7 @@ def test_never_larger_than_xz_and_the_header_packed(tmp_path):
     res = compress_file(model, tmp_path / "a.npy", tmp_path / "a.vkz")
     data = (tmp_path / "a.vkz").read_bytes()
     xz = len(lzma.compress(imgs.tobytes(), preset=9 | lzma.PRESET_EXTREME))
-    assert res["coder"] == "xz" and data[4] == 4 and res["payload_bytes"] == xz
+    assert res["coder"] == "xz" and data[4] == 5 and res["payload_bytes"] == xz
     assert len(data) < xz + 400 and res["header_bytes"] == len(data) - xz
     decompress_file(model, tmp_path / "a.vkz", tmp_path / "back.npy")
     assert np.array_equal(np.load(tmp_path / "back.npy"), imgs)
@@ -242,16 +242,17 @@ def test_never_larger_than_xz_and_the_header_packed(tmp_path):
         Image.fromarray(im).save(folder / n)
     res = compress_file(model, folder, tmp_path / "f.vkz", fallback=False)
     raw_names = sum(len(n) + 3 for n in names)
-    assert (tmp_path / "f.vkz").read_bytes()[4] == 4 and res["header_bytes"] < raw_names / 4
+    assert (tmp_path / "f.vkz").read_bytes()[4] == 5 and res["header_bytes"] < raw_names / 4
     decompress_file(model, tmp_path / "f.vkz", tmp_path / "many-back")
     assert sorted(p.name for p in (tmp_path / "many-back").iterdir()) == sorted(names)
 
 
-def test_packed_files_refuse_damage(tmp_path):
+@pytest.mark.parametrize("arithmetic, version", [("float", 4), ("exact-1", 5)])
+def test_packed_files_refuse_damage(tmp_path, arithmetic, version):
     model = tiny_model("8bit", latent_dim=3, shape=(1, 8, 8), hidden=(16,), seed=5)
     imgs = np.zeros((50, 1, 8, 8), np.uint8)
-    data = compress(model, imgs, fallback=True)
-    assert data[4] == 4
+    data = compress(model, imgs, fallback=True, arithmetic=arithmetic)
+    assert data[4] == version
     assert np.array_equal(decompress(model, data), imgs)
     body = bytearray(data[:-4])
     body[-3] ^= 0x10  # inside the xz payload, CRC recomputed

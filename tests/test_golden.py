@@ -13,8 +13,9 @@ from vaekit.checkpoint import load_checkpoint
 from vaekit.uses.compression import compress, decompress
 
 GOLDEN = Path(__file__).parent / "golden"
-# files the coder still writes byte for byte: format 2, from vaekit 0.2 and 0.3
-CURRENT = ("v0.2-format2", "v0.3-format2")
+# files the coder still writes byte for byte: format 2 (float arithmetic, vaekit 0.2 and 0.3;
+# written today with arithmetic="float") and format 5 (exact arithmetic, the default)
+CURRENT = {"v0.2-format2": "float", "v0.3-format2": "float", "v0.4-format5": "exact-1"}
 # name -> SHA-256 of the .vkz (pins the files themselves: a checked-in file must not change)
 FILES = {
     "v0.1-format2-static-binary-standard-normal": "516c5d73473f6572",
@@ -24,6 +25,11 @@ FILES = {
     "v0.2-format2-static-binary-vamp": "aac79977b18e109b",
     "v0.3-format2-static-binary-standard-normal-hvae": "9cceaa7aa1adf101",
     "v0.3-format2-8bit-standard-normal-bitswap": "e32ebddabe1bd9d1",
+    "v0.4-format5-static-binary-standard-normal": "b2127408285529a5",
+    "v0.4-format5-8bit-standard-normal": "8fb3abe6c02c5b85",
+    "v0.4-format5-static-binary-vamp": "fa37b7660c3a8139",
+    "v0.4-format5-static-binary-standard-normal-hvae": "7e2e8e13f77c3f4a",
+    "v0.4-format5-8bit-standard-normal-bitswap": "552586db60d02c95",
 }
 
 
@@ -40,10 +46,12 @@ def test_golden_file_decodes(name):
     assert np.array_equal(decompress(model, blob), _expected(name))
 
 
-@pytest.mark.parametrize("name", sorted(n for n in FILES if n.startswith(CURRENT)))
+@pytest.mark.parametrize("name", sorted(n for n in FILES if n.startswith(tuple(CURRENT))))
 def test_coder_writes_the_current_golden_bytes(name):
     model = load_checkpoint(GOLDEN / f"{name}.safetensors")[0]
-    assert compress(model, _expected(name)) == (GOLDEN / f"{name}.vkz").read_bytes()
+    arithmetic = CURRENT[name[: name.index("-", name.index("-") + 1)]]
+    blob = compress(model, _expected(name), arithmetic=arithmetic)
+    assert blob == (GOLDEN / f"{name}.vkz").read_bytes()
 
 
 def test_golden_script_makes_the_same_images():

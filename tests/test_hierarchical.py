@@ -216,10 +216,12 @@ def test_importance_weighted_bits_back_round_trip_is_exact(pixels, family):
         images = rng.integers(0, 256, (25, *shape), dtype=np.uint8)
     else:
         images = (rng.random((25, *shape)) < 0.3).astype(np.uint8)
-    data = compress(model, images, particles=4)
-    header, _ = read_header(data)
-    assert header["plan"].particles == 4 and data[4] == 3  # format version 3
-    assert np.array_equal(decompress(model, data), images)
+    for arithmetic, version in (("float", 3), ("exact-1", 5)):
+        data = compress(model, images, particles=4, arithmetic=arithmetic)
+        header, _ = read_header(data)
+        assert header["plan"].particles == 4 and data[4] == version
+        assert header["plan"].arithmetic == arithmetic
+        assert np.array_equal(decompress(model, data), images)
 
 
 def test_importance_weighted_bits_back_codes_below_the_elbo():

@@ -260,7 +260,11 @@ class HierarchicalVAE(LatentHierarchy):
 
     def coding_posterior(self, x, upper):
         i = len(upper)
-        run = self.top_down(self.bottom_up(x), (x.shape[0],), given=upper, depth=i + 1)
+        # use_means: group i's z is not needed here, and a draw would be randomness the
+        # exact coder refuses
+        run = self.top_down(
+            self.bottom_up(x), (x.shape[0],), given=upper, depth=i + 1, use_means=True
+        )
         return run.groups[i].q
 
     def coding_prior(self, upper):

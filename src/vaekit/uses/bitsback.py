@@ -22,6 +22,7 @@ probabilities, so that float noise in the last bits cannot change a table.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from vaekit.distributions.likelihoods import PARAM_GRID, round_to_grid
 from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.errors import VaekitError
 from vaekit.models.base import LatentVariableModel
+from vaekit.uses.exact_arithmetic import ARITHMETIC, ExactArithmetic, exact_copy
 
 LATENT_BITS = 10
 LATENT_RANGE = 16.0
@@ -49,6 +51,11 @@ class CodingError(VaekitError):
     """Input that this model cannot code, or a stream that does not decode."""
 
 
+# Where probabilities come from: "float" (vaekit <= 0.3: float32 networks, rounded onto a
+# grid; the same bits only on the same machine and library) or `ARITHMETIC` (exact, any machine)
+FLOAT = "float"
+
+
 @dataclass(frozen=True)
 class CodingPlan:
     """What encoder and decoder must agree on, all stored in the file header."""
@@ -57,6 +64,7 @@ class CodingPlan:
     latent_bits: int = LATENT_BITS
     init_words: int = 0
     particles: int = 1  # importance samples per image (1: plain bits-back)
+    arithmetic: str = FLOAT
 
     @property
     def n(self) -> int:
@@ -87,6 +95,18 @@ class LatentCoder:
         self.family = _model.QuantizedGaussian(-self.range, self.range)
         self.categorical = _model.Categorical(perfect=False)
         self._windows: dict[int, object] = {}
+        self._top_prior: Distribution | None = None
+
+    exact = False
+
+    def prior(self, model: LatentVariableModel, upper: list[torch.Tensor]) -> Distribution:
+        """p(z_l | z_>l) for coding; the top group's, which no input changes, is computed
+        once (a VampPrior runs its encoder on every pseudo-input to get it)."""
+        if upper:
+            return model.coding_prior(upper)
+        if self._top_prior is None:
+            self._top_prior = model.coding_prior([])
+        return self._top_prior
 
     def symbols_to_latents(self, symbols: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(symbols.astype(np.float32) / self.scale)
@@ -99,6 +119,14 @@ class LatentCoder:
         mean, std = _gaussian_params(q, self.scale)
         return mean, np.maximum(std, 0.5 * PARAM_GRID * self.scale)
 
+    def window(self, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Centre (rounded mean) and half-width (a power of two, >= 8 sigma) of the symbols
+        a posterior is coded over."""
+        half = self.range // 2
+        centre = np.clip(np.round(mean), -half, half)
+        need = np.maximum(8.0, WINDOW_SIGMAS * std)
+        return centre, np.minimum(2.0 ** np.ceil(np.log2(need)), half).astype(np.int64)
+
     def _windowed(self, mean: np.ndarray, std: np.ndarray):
         """Split latents into groups sharing a window [-w, w] around their rounded means.
 
@@ -107,10 +135,7 @@ class LatentCoder:
         posterior and cost hundreds of bits in p(x|z). A window of +-8 sigma, rounded up to
         a power of two so that few families are needed, makes that leak negligible.
         """
-        half = self.range // 2
-        centre = np.clip(np.round(mean), -half, half)
-        need = np.maximum(8.0, WINDOW_SIGMAS * std)
-        w = np.minimum(2.0 ** np.ceil(np.log2(need)), half).astype(np.int64)
+        centre, w = self.window(mean, std)
         for width in np.unique(w):
             idx = np.flatnonzero(w == width)
             if width not in self._windows:
@@ -188,6 +213,24 @@ class LatentCoder:
         return coder.decode(self.family, m.ravel(), s.ravel()).reshape(b, d)
 
 
+    # ---- importance weights --------------------------------------------------------------
+
+    def log_ratio(self, p: Distribution, q: Distribution, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) - log q(z) per row (float64, CPU)."""
+        return (p.log_prob(z).double() - q.log_prob(z).double()).cpu()
+
+    def index_probabilities(self, log_w: torch.Tensor, k: int, b: int) -> np.ndarray:
+        """P(j | x) of each image's particle index j, from the log weights (K*B,)."""
+        lw = log_w.numpy().reshape(k, b).T  # (B, K)
+        # a particle whose weight overflowed (a latent clipped at the grid's edge far from
+        # q's mean) is never picked; where all did, the index is uniform
+        lw = np.where(np.isfinite(lw), lw, -1e300)
+        w = np.exp(lw - lw.max(1, keepdims=True))
+        w[w < 1e-30] = 0.0  # constriction refuses weights far below float32's range
+        # C order: constriction reads the buffer row by row whatever numpy's strides say
+        return np.ascontiguousarray(w / w.sum(1, keepdims=True))
+
+
 def pops_per_image(model: LatentVariableModel) -> int:
     """Pops from q and from mixture posteriors p(c|z) an image makes before it has pushed
     anything: each may consume up to `PRECISION_BITS` from the stack. All groups for a
@@ -254,7 +297,7 @@ def _push_priors(model, latents: LatentCoder, coder, symbols: list[np.ndarray]) 
     upper: list[torch.Tensor] = []
     priors = []
     for sym in symbols:
-        priors.append(model.coding_prior(upper))
+        priors.append(latents.prior(model, upper))
         upper.append(latents.symbols_to_latents(sym).to(_device(model)))
     for sym, p in list(zip(symbols, priors, strict=True))[::-1]:
         latents.push_prior(coder, sym, p)
@@ -265,7 +308,7 @@ def _pop_priors(model, latents: LatentCoder, coder, b: int) -> list[np.ndarray]:
     symbols: list[np.ndarray] = []
     upper: list[torch.Tensor] = []
     for d in model.group_dims:
-        sym = latents.pop_prior(coder, model.coding_prior(upper), b, d)
+        sym = latents.pop_prior(coder, latents.prior(model, upper), b, d)
         symbols.append(sym)
         upper.append(latents.symbols_to_latents(sym).to(_device(model)))
     return symbols
@@ -301,30 +344,20 @@ def _decode_top_down(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
 # on the same batch composition.
 
 
-def _particle_log_weights(model, latents: LatentCoder, x: torch.Tensor, symbols) -> np.ndarray:
-    """log p(x, z) - log q(z | x) of each row (float64), z on the latent grid."""
+def _index_probabilities(model, latents: LatentCoder, x: torch.Tensor, symbols, k: int):
+    """P(j | x) of each image's particle index from log p(x, z) - log q(z | x) of each row
+    (float64), z on the latent grid."""
     dev = x.device
     upper: list[torch.Tensor] = []
     log_w = torch.zeros(x.shape[0], dtype=torch.float64)
     for sym in symbols:
-        q, p = model.coding_posterior(x, upper), model.coding_prior(upper)
+        q, p = model.coding_posterior(x, upper), latents.prior(model, upper)
         z = latents.symbols_to_latents(sym).to(dev)
-        log_w += (p.log_prob(z).double() - q.log_prob(z).double()).cpu()
+        log_w = log_w + latents.log_ratio(p, q, z)
         upper.append(z)
     decoded = _decoded(model, latents, symbols)
-    log_w += decoded.log_prob(x.cpu().double()).double()
-    return log_w.numpy()
-
-
-def _index_probabilities(log_w: np.ndarray, k: int, b: int) -> np.ndarray:
-    lw = log_w.reshape(k, b).T  # (B, K)
-    # a particle whose weight overflowed (a latent clipped at the grid's edge far from q's
-    # mean) is never picked; where all did, the index is uniform
-    lw = np.where(np.isfinite(lw), lw, -1e300)
-    w = np.exp(lw - lw.max(1, keepdims=True))
-    w[w < 1e-30] = 0.0  # constriction refuses weights far below float32's range
-    # C order: constriction reads the buffer row by row whatever numpy's strides say
-    return np.ascontiguousarray(w / w.sum(1, keepdims=True))
+    log_w = log_w + decoded.log_prob(x.cpu().double()).double()
+    return latents.index_probabilities(log_w, k, x.shape[0] // k)
 
 
 def _rows(j: np.ndarray, k: int, b: int) -> tuple[np.ndarray, np.ndarray]:
@@ -339,7 +372,7 @@ def _encode_importance_weighted(model, latents, coder, x_np, x, k: int) -> None:
     b = x.shape[0]
     xr = x.repeat(k, *([1] * (x.dim() - 1)))
     symbols = _posteriors(model, latents, coder, xr)  # K particles: bits back
-    probs = _index_probabilities(_particle_log_weights(model, latents, xr, symbols), k, b)
+    probs = _index_probabilities(model, latents, xr, symbols, k)
     j = coder.decode(latents.categorical, probs).astype(np.int64)  # the index: bits back
     chosen, others = _rows(j, k, b)
     _push_posteriors(model, latents, coder, xr[others], [s[others] for s in symbols])
@@ -361,7 +394,7 @@ def _decode_importance_weighted(model, latents, coder, b: int, k: int) -> np.nda
         full = np.empty((k * b, mine.shape[1]), dtype=mine.dtype)
         full[chosen], full[others] = mine, theirs
         symbols.append(full)
-    probs = _index_probabilities(_particle_log_weights(model, latents, xr, symbols), k, b)
+    probs = _index_probabilities(model, latents, xr, symbols, k)
     coder.encode_reverse(j.astype(np.int32), latents.categorical, probs)
     _push_posteriors(model, latents, coder, xr, symbols)
     return x_np
@@ -412,21 +445,34 @@ def _coders(model: LatentVariableModel, particles: int):
     return _encode_top_down, _decode_top_down
 
 
+def _arithmetic(model: LatentVariableModel, arithmetic: str, latent_bits: int):
+    """The network, latent coder and context that compute probabilities the named way."""
+    model.eval()
+    if arithmetic == FLOAT:
+        return model, LatentCoder(latent_bits), contextlib.nullcontext
+    if arithmetic == ARITHMETIC:
+        from vaekit.uses.latent_search import SearchedLatentCoder
+
+        return exact_copy(model), SearchedLatentCoder(latent_bits), ExactArithmetic
+    raise CodingError(f"unknown arithmetic {arithmetic!r} (this vaekit knows {FLOAT}, {ARITHMETIC})")
+
+
 def encode(
     model: LatentVariableModel,
     values: np.ndarray,
     batch_size: int = 100,
     progress: bool = False,
     particles: int = 1,
+    arithmetic: str = ARITHMETIC,
 ) -> tuple[np.ndarray, CodingPlan]:
     """Bits-back encode integer values (N, C, H, W) as uint8 into ANS words (uint32).
     `particles` > 1 codes at the K-sample importance-weighted bound instead of -ELBO, for K
-    times the network work per image."""
+    times the network work per image. `arithmetic`: exact (decodes on any machine) or the
+    float path of vaekit <= 0.3 (kept to measure against)."""
     check_codable(model, values)
     if not 1 <= particles <= MAX_PARTICLES:
         raise CodingError(f"particles must be between 1 and {MAX_PARTICLES}; got {particles}")
-    model.eval()
-    latents = LatentCoder(LATENT_BITS)
+    model, latents, context = _arithmetic(model, arithmetic, LATENT_BITS)
     # Each batch is sized so that its worst-case pops are covered by bits already on the
     # stack (popping from an underflowing stack would get no bits back). Batches start at one
     # image and grow geometrically to `batch_size`; only the first image uses the initial words.
@@ -441,27 +487,27 @@ def encode(
         b = int(min(batch_size, len(values) - done, max(1, coder.num_bits() // worst_bits)))
         x_np = values[done : done + b]
         x = torch.from_numpy(x_np).float().to(_device(model))
-        with torch.no_grad():
+        with torch.no_grad(), context():
             code_batch(model, latents, coder, x_np, x)
         sizes.append(b)
         done += b
         bar.update(b)
     bar.close()
-    return coder.get_compressed(), CodingPlan(tuple(sizes), LATENT_BITS, init, particles)
+    plan = CodingPlan(tuple(sizes), LATENT_BITS, init, particles, arithmetic)
+    return coder.get_compressed(), plan
 
 
 def decode(
     model: LatentVariableModel, words: np.ndarray, plan: CodingPlan, progress: bool = False
 ) -> np.ndarray:
     """Invert `encode`: ANS words back to the uint8 values (N, C, H, W)."""
-    model.eval()
-    latents = LatentCoder(plan.latent_bits)
+    model, latents, context = _arithmetic(model, plan.arithmetic, plan.latent_bits)
     shape = tuple(model.config.image_shape)
     out = np.empty((plan.n, *shape), dtype=np.uint8)
     _, decode_batch = _coders(model, plan.particles)
     try:
         coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
-        with torch.no_grad():
+        with torch.no_grad(), context():
             for sl in tqdm(
                 plan.batches()[::-1], desc="decompress", unit="batch", disable=not progress
             ):

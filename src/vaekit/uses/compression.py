@@ -27,6 +27,7 @@ from vaekit.errors import DataError
 from vaekit.fileio import atomic_write_bytes
 from vaekit.models import LatentVariableModel
 from vaekit.uses.bitsback import (
+    FLOAT,
     MAX_PARTICLES,
     CodingError,
     CodingPlan,
@@ -34,6 +35,7 @@ from vaekit.uses.bitsback import (
     decode,
     encode,
 )
+from vaekit.uses.exact_arithmetic import ARITHMETIC, exact_copy, exact_digest
 
 MAGIC = b"VKZ\x1a"
 FORMAT_VERSION = 2  # plain bits-back (and Bit-Swap): what vaekit 0.1-0.3 write
@@ -41,7 +43,15 @@ IW_FORMAT_VERSION = 3  # importance-weighted bits-back (vaekit >= 0.3): other st
 # An xz-compressed header, and a payload coded by bits-back or by xz, whichever is smaller
 # (vaekit >= 0.3): written where xz wins or the header is large (an image folder's names).
 PACKED_FORMAT_VERSION = 4
-READABLE = {FORMAT_VERSION: "0.1", IW_FORMAT_VERSION: "0.3", PACKED_FORMAT_VERSION: "0.3"}
+# Probabilities from exact arithmetic (vaekit >= 0.4): the same bits on any machine, thread
+# count, batch and device. The header (xz) names the arithmetic and the exact network's digest.
+EXACT_FORMAT_VERSION = 5
+READABLE = {
+    FORMAT_VERSION: "0.1",
+    IW_FORMAT_VERSION: "0.3",
+    PACKED_FORMAT_VERSION: "0.3",
+    EXACT_FORMAT_VERSION: "0.4",
+}
 PLAIN_HEADER_LIMIT = 2048  # bytes of JSON above which the header is worth compressing
 GENERIC_CODER = "xz"
 _PREFIX = struct.Struct("<4sHI")
@@ -79,17 +89,25 @@ def compress(
     batch_size: int = 100,
     particles: int = 1,
     fallback: bool = False,
+    arithmetic: str = ARITHMETIC,
 ) -> bytes:
     """Losslessly code uint8 images (N, C, H, W), or (N, H, W) for one channel, to bytes.
     `particles` > 1: importance-weighted bits-back (the rate approaches the K-sample bound).
     `fallback`: also code the values with xz and keep whichever is smaller, so that the file
-    is never more than a few bytes larger than xz's (`compress_file` and the CLI do)."""
+    is never more than a few bytes larger than xz's (`compress_file` and the CLI do).
+    `arithmetic`: exact (format 5, decodes on any machine; the default) or "float", the
+    coder of vaekit <= 0.3 (formats 2-4), kept to measure against."""
     images = np.asarray(images)
     if images.ndim == 3 and model.config.image_shape[0] == 1:
         images = images[:, None]
     values, one = to_model_values(images, model)
     words, plan = encode(
-        model, values, batch_size=batch_size, progress=progress, particles=particles
+        model,
+        values,
+        batch_size=batch_size,
+        progress=progress,
+        particles=particles,
+        arithmetic=arithmetic,
     )
     header: dict[str, Any] = {
         "fingerprint": weights_fingerprint(model),
@@ -111,21 +129,35 @@ def compress(
     payload = words.astype("<u4").tobytes()
     generic = _generic_encode(values, model.likelihood.name) if fallback else None
     xz_wins = generic is not None and len(generic) < len(payload)
+    exact = plan.arithmetic != FLOAT
+    if exact:
+        header["plan"]["arithmetic"] = plan.arithmetic
+        header["exact_digest"] = exact_digest(exact_copy(model))
     hb = json.dumps(header, separators=(",", ":")).encode()
-    if not xz_wins and len(hb) <= PLAIN_HEADER_LIMIT:
+    if exact:
+        version = EXACT_FORMAT_VERSION
+        hb, payload = _packed(header, payload, generic if xz_wins else None)
+    elif not xz_wins and len(hb) <= PLAIN_HEADER_LIMIT:
         # bits-back wins and the header is small: versions 2/3, byte for byte as before
         version = IW_FORMAT_VERSION if plan.particles > 1 else FORMAT_VERSION
     else:
         version = PACKED_FORMAT_VERSION
-        if xz_wins:  # never more than a few bytes above xz's own file
-            del header["plan"], header["n_words"]
-            header["coder"], payload = GENERIC_CODER, generic
-        else:
-            header["coder"] = "bits-back"
-        header["payload_bytes"] = len(payload)
-        hb = lzma.compress(json.dumps(header, separators=(",", ":")).encode())
+        hb, payload = _packed(header, payload, generic if xz_wins else None)
     body = _PREFIX.pack(MAGIC, version, len(hb)) + hb + payload
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _packed(header: dict[str, Any], payload: bytes, generic: bytes | None) -> tuple[bytes, bytes]:
+    """The xz-compressed header and the payload of formats 4 and 5: the generic coder's
+    where it won (a file never more than a few bytes above xz's own), else bits-back's."""
+    if generic is not None:
+        del header["plan"], header["n_words"]
+        header.pop("exact_digest", None)  # no network decodes this payload
+        header["coder"], payload = GENERIC_CODER, generic
+    else:
+        header["coder"] = "bits-back"
+    header["payload_bytes"] = len(payload)
+    return lzma.compress(json.dumps(header, separators=(",", ":")).encode()), payload
 
 
 def _generic_input(values: np.ndarray, likelihood: str) -> bytes:
@@ -172,7 +204,7 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
         raise CodingError("the file is corrupt (header length out of range)")
     try:
         raw_header = data[_PREFIX.size : _PREFIX.size + hlen]
-        if version == PACKED_FORMAT_VERSION:
+        if version in (PACKED_FORMAT_VERSION, EXACT_FORMAT_VERSION):
             dec = lzma.LZMADecompressor()
             raw_header = dec.decompress(raw_header, max_length=MAX_HEADER)
             if not dec.eof:
@@ -193,6 +225,8 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
         raise CodingError("the file is corrupt (its format version and coding plan disagree)")
     if version == FORMAT_VERSION and header["plan"].particles > 1:
         raise CodingError("the file is corrupt (its format version and coding plan disagree)")
+    if (version == EXACT_FORMAT_VERSION) != (header["plan"].arithmetic != FLOAT):
+        raise CodingError("the file is corrupt (its format version and arithmetic disagree)")
     if header["plan"].n != shape[0]:
         raise CodingError("the file is corrupt (payload size does not match its header)")
     payload = _payload(data, hlen, 4 * n_words)
@@ -227,7 +261,13 @@ def _plan(p: dict[str, Any]) -> CodingPlan:
         int(p["latent_bits"]),
         int(p["init_words"]),
         int(p.get("particles", 1)),
+        str(p.get("arithmetic", FLOAT)),
     )
+    if plan.arithmetic not in (FLOAT, ARITHMETIC):
+        raise ValueError(
+            f"probabilities from arithmetic {plan.arithmetic!r}, which this vaekit does not have "
+            f"(it has {ARITHMETIC}): a newer vaekit wrote this file"
+        )
     if not 1 <= plan.particles <= MAX_PARTICLES:
         raise ValueError("invalid particle count")
     if any(b < 1 for b in plan.sizes) or not 0 <= plan.init_words < 2**20:
@@ -256,6 +296,14 @@ def _decode(
     if header.get("coder") == GENERIC_CODER:
         values = _generic_decode(words.tobytes(), header, model.likelihood.name)
     else:
+        if header["plan"].arithmetic != FLOAT:
+            digest = exact_digest(exact_copy(model))
+            if header.get("exact_digest") != digest:
+                raise CodingError(
+                    "this vaekit derives another exact network from the model than the one "
+                    f"that wrote the file (digest {str(header.get('exact_digest'))[:12]}…, "
+                    f"here {digest[:12]}…)"
+                )
         values = decode(model, words, header["plan"], progress=progress)
     images = values * np.uint8(header["one_value"]) if header["one_value"] != 1 else values
     if _sha256(images) != header["sha256"]:
