@@ -2,7 +2,7 @@
 generic coders, in bits/dim, plus compress/decompress speed.
 
     python benchmarks/compression.py [--model-8bit RUN_DIR] [--model-binary RUN_DIR] [--threads 2]
-                                     [--particles 4 16]
+                                     [--particles 4 16] [--compare-float]
 
 Without a run folder the script trains the model itself with vaekit.train: the `mlp-8bit`
 preset for 8-bit MNIST, the `mlp` preset (dynamically binarized) for binarized MNIST, each
@@ -35,6 +35,7 @@ from vaekit import load_checkpoint, preset, train  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
 from vaekit.data.pixels import binarize_fixed  # noqa: E402
 from vaekit.uses.compression import compress, decompress, ideal_rates, read_header  # noqa: E402
+from vaekit.uses.exact_arithmetic import ARITHMETIC  # noqa: E402
 
 TOOLS = {
     "gzip -9": ["gzip", "-9", "-c"],
@@ -67,9 +68,16 @@ def pil_size(images: np.ndarray, fmt: str, mosaic: bool) -> int:
     return total
 
 
-def vaekit_row(model, images: np.ndarray, ideal_k: int, ideal_n: int, particles: int = 1) -> dict:
+def vaekit_row(
+    model,
+    images: np.ndarray,
+    ideal_k: int,
+    ideal_n: int,
+    particles: int = 1,
+    arithmetic: str = ARITHMETIC,
+) -> dict:
     t0 = time.perf_counter()
-    data = compress(model, images, particles=particles)
+    data = compress(model, images, particles=particles, arithmetic=arithmetic)
     t_c = time.perf_counter() - t0
     t0 = time.perf_counter()
     back = decompress(model, data)
@@ -77,9 +85,11 @@ def vaekit_row(model, images: np.ndarray, ideal_k: int, ideal_n: int, particles:
     assert np.array_equal(back, images), "round trip failed"
     dims = images.size
     elbo = ideal_rates(model, images, k=0)
-    lp = ideal_rates(model, images[:ideal_n], k=ideal_k)
+    lp = ideal_rates(model, images[:ideal_n], k=ideal_k) if ideal_n else {"bits_per_dim": None}
     header, words = read_header(data)
     return {
+        "arithmetic": arithmetic,
+        "format_version": data[4],
         "bytes": len(data),
         "bits_per_dim": 8 * len(data) / dims,
         "payload_bits_per_dim": 8 * words.nbytes / dims,
@@ -132,6 +142,12 @@ def main() -> None:
         default=[],
         help="also code with importance-weighted bits-back at these K (e.g. 4 16)",
     )
+    ap.add_argument(
+        "--compare-float",
+        action="store_true",
+        help="also code with the float coder of vaekit <= 0.3 (formats 2-4): the cost of exact "
+        "arithmetic in rate and speed, same model, same run",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     test = load_dataset("mnist").test[: args.n]  # (N, 1, 28, 28) uint8
@@ -151,6 +167,20 @@ def main() -> None:
             for k in args.particles
             if k > 1
         }
+        floated = {}
+        if args.compare_float:
+            floated = {"1": vaekit_row(model, images, 0, 0, 1, "float")}
+            for k in weighted:
+                floated[str(k)] = vaekit_row(model, images, 0, 0, k, "float")
+            for k, f in floated.items():
+                e = vk if k == "1" else weighted[int(k)]
+                print(
+                    f"  K={k}: exact {e['bits_per_dim']:.5f} vs float {f['bits_per_dim']:.5f} "
+                    f"bits/dim (exact - float {e['bits_per_dim'] - f['bits_per_dim']:+.5f}); "
+                    f"compress {e['compress_images_per_s']:.0f} vs {f['compress_images_per_s']:.0f}"
+                    f" img/s, decompress {e['decompress_images_per_s']:.0f} vs "
+                    f"{f['decompress_images_per_s']:.0f} img/s"
+                )
         for k, w in weighted.items():
             print(
                 f"  importance-weighted bits-back, K={k}: {w['bits_per_dim']:.4f} bits/dim "
@@ -160,6 +190,7 @@ def main() -> None:
         results[kind] = {
             "vaekit": vk,
             "vaekit_importance_weighted": {str(k): w for k, w in weighted.items()},
+            "vaekit_float_arithmetic": floated,
             "generic": gen,
             "model": str(run),
             "model_config": cfg.to_dict(),

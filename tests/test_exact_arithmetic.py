@@ -1,0 +1,116 @@
+"""Exact arithmetic for the coder (issue 14): results that do not depend on threads, batch
+composition or summation order, that stay close to PyTorch's, and refusal of the rest."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import norm
+
+from tests.conftest import tiny_model
+from vaekit.uses import exact_arithmetic as ex
+
+# SHA-256 of every table and constant the exact path uses. The tables come from Python's
+# decimal module, so every platform must produce these bytes; a change here changes files.
+TABLES_SHA256 = "abb380757566f2c266ea90730509bfaff82135141efcb8ddf20622f40d5a30ce"
+
+
+def _tables_digest() -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(ex._cpu_tables().items()):
+        h.update(name.encode())
+        h.update(t.numpy().astype("<f8").tobytes())
+    return h.hexdigest()
+
+
+def test_tables_are_the_same_bytes_everywhere():
+    assert _tables_digest() == TABLES_SHA256
+
+
+def test_elementary_functions_are_close_to_the_true_ones():
+    x = torch.linspace(-40, 40, 400_001, dtype=torch.float64)
+    rel = ((ex.exp(x) - torch.exp(x)) / torch.exp(x)).abs().max()
+    assert rel < 5e-9
+    pos = torch.logspace(-300, 300, 100_001, dtype=torch.float64)
+    assert (ex.log(pos) - torch.log(pos)).abs().max() < 1e-8
+    assert (ex.sigmoid(x) - torch.sigmoid(x)).abs().max() < 2e-9
+    assert (ex.tanh(x) - torch.tanh(x)).abs().max() < 5e-9
+    assert (ex.softplus(x) - F.softplus(x)).abs().max() < 1e-8
+    t = torch.linspace(-9.9, 9.9, 100_001, dtype=torch.float64)
+    assert (ex.normal_cdf(t) - torch.from_numpy(norm.cdf(t.numpy()))).abs().max() < 1e-11
+    # special values as torch has them
+    special = torch.tensor([0.0, -1.0, float("inf"), float("nan")], dtype=torch.float64)
+    out = ex.log(special)
+    assert out[0] == -float("inf") and out[1].isnan() and out[2] == float("inf") and out[3].isnan()
+    assert ex.exp(torch.tensor([float("nan")])).isnan().all()
+    lo, hi = ex.normal_cdf(torch.tensor([-50.0, 50.0])).tolist()
+    assert 0 <= lo < 1e-23 and hi == 1.0  # held at Phi(-10) and Phi(10) beyond the knots
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 300), st.floats(-30, 30, allow_subnormal=False))
+def test_sums_do_not_depend_on_order_or_on_other_rows(seed, n, log_scale):
+    """`exact_sum` of a row is the same bits whatever order its terms come in and whatever
+    other rows (of any magnitude) share the batch."""
+    g = torch.Generator().manual_seed(seed)
+    row = torch.randn(n, generator=g, dtype=torch.float64) * 2.0**log_scale
+    alone = ex.exact_sum(row[None], -1)
+    shuffled = ex.exact_sum(row[torch.randperm(n, generator=g)][None], -1)
+    batch = torch.cat([torch.randn(5, n, generator=g, dtype=torch.float64) * 1e12, row[None]])
+    assert alone.item() == shuffled.item() == ex.exact_sum(batch, -1)[-1].item()
+    assert abs(alone.item() - float(np.sum(row.numpy()))) <= 1e-9 * row.abs().sum().item()
+    short = ex.deterministic_sum(row[: min(n, 8)][None], -1)
+    assert short.item() == ex.fixed_order_sum(row[: min(n, 8)][None], -1).item()
+
+
+def test_products_are_exact():
+    """Linear, conv and transposed conv equal float64 PyTorch on the gridded inputs and the
+    quantized weights bit for bit: every partial sum is exact, so any order gives it."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 300, generator=g)
+    w, b = torch.randn(50, 300, generator=g), torch.randn(50, generator=g)
+    grid = ex._grid_activations(x)
+    assert torch.equal(ex.linear(x, w, b), F.linear(grid, ex.quantize_weight(w), b.double()))
+    img = torch.randn(3, 4, 9, 9, generator=g)
+    k = torch.randn(6, 4, 3, 3, generator=g)
+    for stride, padding in ((1, 1), (2, 1), (2, 0)):
+        ref = F.conv2d(ex._grid_activations(img), ex.quantize_weight(k), None, stride, padding)
+        assert torch.equal(ex.conv2d(img, k, None, stride, padding), ref)
+    kt = torch.randn(4, 6, 4, 4, generator=g)
+    ref = F.conv_transpose2d(ex._grid_activations(img), ex.quantize_weight(kt, 1), None, 2, 1)
+    assert torch.equal(ex.conv_transpose2d(img, kt, None, 2, 1), ref)
+    # the weights keep 16 significant bits: close to the float ones
+    assert (ex.quantize_weight(w) - w.double()).abs().max() <= w.abs().max() * 2.0**-15
+
+
+def test_a_network_gives_the_same_bits_in_any_batch_and_thread_count():
+    """The decoder's outputs for one latent vector are identical alone, in batches of 7, 100
+    and 1000, and under 1 or 2 threads; PyTorch's own float32 outputs are not compared."""
+    model = ex.exact_copy(tiny_model("8bit", latent_dim=6, shape=(1, 12, 12), hidden=(64, 64)))
+    z = torch.randn(1000, 6, generator=torch.Generator().manual_seed(1))
+    before = torch.get_num_threads()
+    outs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad(), ex.ExactArithmetic():
+                for size in (1, 7, 100, 1000):
+                    outs.append(model.decode_params(z[:size])[0])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(o, outs[0]) for o in outs)
+
+
+def test_calls_without_an_exact_implementation_are_refused():
+    with ex.ExactArithmetic(), pytest.raises(ex.InexactOperation, match="cumsum"):
+        torch.cumsum(torch.ones(3), 0)
+    with ex.ExactArithmetic(), pytest.raises(ex.InexactOperation, match="randn"):
+        torch.randn(3)
+    with ex.ExactArithmetic(), pytest.raises(ex.InexactOperation, match="exponent"):
+        torch.ones(3) ** 1.5
