@@ -25,11 +25,11 @@ FILES = {
     "v0.2-format2-static-binary-vamp": "aac79977b18e109b",
     "v0.3-format2-static-binary-standard-normal-hvae": "9cceaa7aa1adf101",
     "v0.3-format2-8bit-standard-normal-bitswap": "e32ebddabe1bd9d1",
-    "v0.4-format5-static-binary-standard-normal": "b2127408285529a5",
-    "v0.4-format5-8bit-standard-normal": "8fb3abe6c02c5b85",
-    "v0.4-format5-static-binary-vamp": "fa37b7660c3a8139",
-    "v0.4-format5-static-binary-standard-normal-hvae": "7e2e8e13f77c3f4a",
-    "v0.4-format5-8bit-standard-normal-bitswap": "552586db60d02c95",
+    "v0.4-format5-static-binary-standard-normal": "bcdae073da26d393",
+    "v0.4-format5-8bit-standard-normal": "43806275d2f4cab2",
+    "v0.4-format5-static-binary-vamp": "7e9e6c2b1e41103f",
+    "v0.4-format5-static-binary-standard-normal-hvae": "2532584b59e93791",
+    "v0.4-format5-8bit-standard-normal-bitswap": "714d5120eccb1316",
 }
 
 

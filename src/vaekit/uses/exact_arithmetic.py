@@ -9,10 +9,11 @@ IEEE 754 float64 +, -, *, / and sqrt, which are correctly rounded, and integer a
 
 Inside `ExactArithmetic()` (a torch function mode) every torch call the coder's models make
 is computed from those alone:
-- matrix products (linear, conv, transposed conv) multiply activations rounded to
-  multiples of 2^-12 (|a| <= 2^10) by weights with 16 significant bits per output channel
-  (`exact_copy`): every partial sum is an integer multiple of one unit below 2^53, so
-  float64 gives the exact result in any order, on any BLAS or GPU;
+- matrix products (linear, conv, transposed conv) multiply activations rounded to 23
+  significant bits per sample (a power-of-two step from the sample's own largest value) by
+  weights with 16 significant bits per output channel (`exact_copy`): every partial sum is
+  an integer multiple of one unit below 2^53, so float64 gives the exact result in any
+  order, on any BLAS or GPU;
 - sums run in int64 after an exact power-of-two scaling chosen per reduced slice;
 - exp and log interpolate 2^f and ln(m) tables made with Python's decimal module (correctly
   rounded, platform independent), and the normal CDF is a Hermite spline through knots made
@@ -24,8 +25,8 @@ No step makes a subnormal number, whose handling differs (vaekit flushes them to
 the CPU, CUDA does not): exp's argument is clamped to +-700, scalings are powers of two
 within 2^+-1000, sums below 2^-1000 are zero, and spline fractions are at least 2^-41.
 
-Results differ from float32 PyTorch by about 1e-8 relative (tables) and 2^-13 absolute
-(activations): the coder loses a negligible rate, and files decode anywhere.
+Results differ from float64 PyTorch by about 1e-8 (tables) and 2^-23 relative to each
+sample's largest activation: the coder loses a negligible rate, and files decode anywhere.
 """
 
 from __future__ import annotations
@@ -46,8 +47,7 @@ from torch.overrides import TorchFunctionMode
 from vaekit.errors import VaekitError
 
 ARITHMETIC = "exact-1"  # written in file headers: bump when any result below can change
-ACT_BITS = 12  # activations entering a product: multiples of 2^-12 ...
-ACT_LIMIT = 2.0**10  # ... clamped to +-2^10: 22-bit integers
+ACT_BITS = 22  # activations entering a product: integers below 2^22 times a power of two per sample
 WEIGHT_BITS = 15  # weights: integers of at most 2^15 times a power of two per output channel
 MAX_FAN_IN = 2**14  # 2^22 * 2^15 * 2^14 = 2^51 < 2^53: every sum of products is exact
 TABLE_BITS = 12  # knots per unit of the 2^f and ln(m) tables
@@ -334,9 +334,18 @@ def gaussian_log_density(z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
 # ---- products -----------------------------------------------------------------------------
 
 
-def _grid_activations(x: torch.Tensor) -> torch.Tensor:
-    scale = 2.0**ACT_BITS
-    return torch.round(x.double().clamp(-ACT_LIMIT, ACT_LIMIT) * scale) / scale
+def _grid_activations(x: torch.Tensor, sample_dims: int = 1) -> torch.Tensor:
+    """x in float64 rounded to ACT_BITS significant bits of each sample's largest magnitude
+    (a power-of-two step per sample: the first `sample_dims` dimensions index samples, so no
+    other sample in the batch changes it)."""
+    x = x.double()
+    if x.dim() <= sample_dims:
+        amax = x.abs()
+    else:
+        amax = x.abs().amax(tuple(range(sample_dims, x.dim())), keepdim=True)
+    _, e = torch.frexp(amax)  # |x| < 2^e
+    step = pow2((e.long() - ACT_BITS).clamp(-1000, 1000))
+    return torch.round(x / step) * step
 
 
 def quantize_weight(w: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:
@@ -367,7 +376,7 @@ def _check_fan_in(n: int) -> None:
 @raw
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
     _check_fan_in(weight.shape[-1])
-    out = _grid_activations(x) @ _weight(weight, 0).T
+    out = _grid_activations(x, max(x.dim() - 1, 0)) @ _weight(weight, 0).T
     return out if bias is None else out + bias.double()
 
 
@@ -384,7 +393,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     _check_fan_in(weight[0].numel())
     b, _, h, w = x.shape
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    cols = F.unfold(_grid_activations(x), (kh, kw), dilation, padding, stride)
+    cols = F.unfold(_grid_activations(x), (kh, kw), dilation, padding, stride)  # per image
     out = _weight(weight, 0).reshape(out_ch, -1) @ cols  # (B, out, L)
     ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
