@@ -239,10 +239,11 @@ def test_importance_weighted_bits_back_codes_below_the_elbo():
     x = torch.from_numpy(images).float()
     torch.manual_seed(0)
     with torch.no_grad():
-        iwae8 = float(-(torch.logsumexp(model.log_weights(x, 8)[0], 0) - math.log(8)).sum())
-    bound_bits = iwae8 / math.log(2)
+        log_px = float((torch.logsumexp(model.log_weights(x, 2000)[0], 0) - math.log(2000)).sum())
     assert weighted < plain - 100, (plain, weighted)
-    assert weighted > 0.98 * bound_bits, (weighted, bound_bits)  # no code beats the bound
+    # no code beats -log p(x) (here estimated with K=2000); the K=8 bound itself is no floor
+    # for a code of quantized, windowed latents, whose cost per latent is bounded
+    assert weighted > -0.98 * log_px / math.log(2), (weighted, -log_px / math.log(2))
 
 
 def test_a_new_user_runs_every_command_on_a_hierarchy(tmp_path, npy_data):

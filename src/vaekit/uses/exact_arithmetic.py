@@ -53,8 +53,8 @@ MAX_FAN_IN = 2**14  # 2^22 * 2^15 * 2^14 = 2^51 < 2^53: every sum of products is
 TABLE_BITS = 12  # knots per unit of the 2^f and ln(m) tables
 CDF_KNOT_BITS = 7  # knots per unit of the normal CDF spline ...
 CDF_LIMIT = 10  # ... over [-10, 10], held at its end values beyond
-EXP_LIMIT = 700.0
-SHORT_SUM = 64  # sums over at most this many terms run in a fixed order, longer ones in int64  # exp's argument is clamped here: 2^n stays a normal float64
+EXP_LIMIT = 700.0  # exp's argument is clamped here: 2^n stays a normal float64
+SHORT_SUM = 64  # sums over at most this many terms run in a fixed order, longer ones in int64
 _PI = "3.14159265358979323846264338327950288419716939937510582097494459230781640628620899"
 
 
@@ -154,7 +154,6 @@ def raw(fn):
             return fn(*args, **kwargs)
 
     return wrapper
-
 
 
 def pow2(n: torch.Tensor) -> torch.Tensor:
@@ -558,8 +557,9 @@ def _h_softplus(x, beta=1.0, threshold=20.0):
     return softplus(x)
 
 
-def _h_bce_logits(logits, target, weight=None, size_average=None, reduce=None,
-                  reduction="mean", pos_weight=None):
+def _h_bce_logits(
+    logits, target, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None
+):
     if weight is not None or pos_weight is not None or reduction != "none":
         raise InexactOperation("binary_cross_entropy_with_logits: only reduction='none'")
     return softplus(logits) - logits.double() * target

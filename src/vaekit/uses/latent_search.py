@@ -99,13 +99,16 @@ class SearchedLatentCoder(LatentCoder):
         mean, std = _gaussian_params(q, self.scale)
         mean = torch.from_numpy(mean).reshape(-1)
         std = torch.from_numpy(np.maximum(std, 0.5 * PARAM_GRID * self.scale)).reshape(-1)
-        half = self.range // 2
-        centre = torch.round(mean).clamp(-half, half).long()
         # the half-width: the power of two at or above max(8, 8 sigma), found exactly
         need = (std * WINDOW_SIGMAS).clamp_min(8.0)
         m, e = torch.frexp(need)
         e = torch.where(m == 0.5, e - 1, e).long()
-        w = torch.minimum(torch.ones_like(e) << e.clamp(0, 62), torch.tensor(half))
+        w = torch.minimum(torch.ones_like(e) << e.clamp(0, 62), torch.tensor(self.range // 2))
+        # the window stays on the grid but reaches its ends: a posterior whose mean lies
+        # beyond +-range/2 (latents of +-8 and more occur) is still coded around its mean
+        # (`LatentCoder` clamps the centre to +-range/2: such latents cost it many bits)
+        centre = torch.round(mean).long()
+        centre = torch.maximum(torch.minimum(centre, self.range - w), w - self.range)
         return centre - w, centre + w + 1, mean, std
 
     def pop_posterior(self, coder, q: Distribution) -> np.ndarray:
