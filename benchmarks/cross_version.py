@@ -95,8 +95,12 @@ def read(out: Path) -> None:
         again = compress(model, images, arithmetic=f["arithmetic"])
         same_file = hashlib.sha256(again).hexdigest() == f["file_sha256"]
         results.append(
-            {**f, "decoded_exactly": same_images, "reencoded_same_bytes": same_file,
-             "decompress_s": seconds}
+            {
+                **f,
+                "decoded_exactly": same_images,
+                "reencoded_same_bytes": same_file,
+                "decompress_s": seconds,
+            }
         )
         print(f"{f['file']} ({f['run']}): decoded exactly {same_images}, same bytes {same_file}")
     row = {

@@ -212,7 +212,6 @@ class LatentCoder:
         m, s = self._on_grid(np.broadcast_to(loc, (b, d)), np.broadcast_to(scale, (b, d)))
         return coder.decode(self.family, m.ravel(), s.ravel()).reshape(b, d)
 
-
     # ---- importance weights --------------------------------------------------------------
 
     def log_ratio(self, p: Distribution, q: Distribution, z: torch.Tensor) -> torch.Tensor:
@@ -454,7 +453,9 @@ def _arithmetic(model: LatentVariableModel, arithmetic: str, latent_bits: int):
         from vaekit.uses.latent_search import SearchedLatentCoder
 
         return exact_copy(model), SearchedLatentCoder(latent_bits), ExactArithmetic
-    raise CodingError(f"unknown arithmetic {arithmetic!r} (this vaekit knows {FLOAT}, {ARITHMETIC})")
+    raise CodingError(
+        f"unknown arithmetic {arithmetic!r} (this vaekit knows {FLOAT}, {ARITHMETIC})"
+    )
 
 
 def encode(
