@@ -88,6 +88,12 @@ def main() -> None:
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
+    "--tensorboard",
+    type=click.Path(file_okay=False),
+    help="Also log to this TensorBoard folder: scalars every epoch, sample and reconstruction "
+    "grids every 5 (view with: tensorboard --logdir DIR).",
+)
+@click.option(
     "--nproc",
     type=_POSITIVE,
     default=1,
@@ -111,6 +117,7 @@ def train_cmd(
     compile_,
     overrides,
     quiet,
+    tensorboard,
     nproc,
 ) -> None:
     """Train a VAE; writes config.json, metrics.jsonl and checkpoint.safetensors to --out."""
@@ -162,10 +169,36 @@ def train_cmd(
         cfg = apply_overrides(cfg, list(overrides))
     if resume and threads:
         torch.set_num_threads(threads)
-    run = train(cfg, out, resume=resume, progress=not quiet, total_epochs=epochs)
+    board = _tensorboard_log(tensorboard, cfg, out) if tensorboard else None
+    try:
+        run = train(
+            cfg, out, resume=resume, progress=not quiet, total_epochs=epochs, on_epoch=board
+        )
+    finally:
+        if board is not None:
+            board.close()
     if distributed.world_from_env().is_main:
         click.echo(f"run folder: {run}  (checkpoint: {run / 'checkpoint.safetensors'})")
     distributed.shutdown()
+
+
+def _tensorboard_log(log_dir: str, cfg, run_dir: str):
+    """The TensorBoard callback, with a few test images of the run's data to reconstruct."""
+    from vaekit.checkpoint import checkpoint_config
+    from vaekit.data.sources import load_dataset
+    from vaekit.tensorboard_log import TensorBoardLog
+
+    cfg = cfg if cfg is not None else checkpoint_config(run_dir)
+    if not distributed.world_from_env().is_main:
+        return None
+    if cfg.train.stream:
+        from vaekit.data.streaming import open_shards
+
+        test = open_shards(cfg.train.data)[1]
+        images = torch.stack([test[i] for i in range(min(32, len(test)))]).numpy()
+    else:
+        images = load_dataset(cfg.train.data, cfg.train.data_dir).test[:32]
+    return TensorBoardLog(log_dir, images)
 
 
 def _load_run(run_dir: str, data_dir: str | None, limit: int | None):
@@ -324,6 +357,71 @@ def interpolate_cmd(run_dir, steps, pairs, out, data_dir) -> None:
     imgs = interpolate_images(model, test[:pairs], test[pairs : 2 * pairs], steps)
     path = save_grid(imgs, out or Path(run_dir) / "interpolations.png", nrow=steps + 2)
     click.echo(f"wrote {pairs} interpolations of {steps} steps to {path}")
+
+
+@main.command("report")
+@_run_arg
+@click.option("--out", type=click.Path(dir_okay=False), help="HTML file [RUN_DIR/report.html].")
+@click.option(
+    "--k",
+    type=click.IntRange(0, 100000),
+    default=0,
+    show_default=True,
+    help="Importance samples for log p(x) in the evaluation table (0: ELBO only).",
+)
+@click.option(
+    "--quality-n",
+    type=_POSITIVE,
+    default=2000,
+    show_default=True,
+    help="Images per set for the generation metrics.",
+)
+@_data_dir_opt
+@_friendly_errors
+def report_cmd(run_dir, out, k, quality_n, data_dir) -> None:
+    """One self-contained HTML page: config, curves, evaluation, KL, samples, reconstructions,
+    interpolations, traversals, a latent map and the generation metrics."""
+    from vaekit.uses.report import write_report
+
+    path = write_report(run_dir, out, data_dir, quality_n=quality_n, k=k, progress=True)
+    click.echo(f"wrote {path}")
+
+
+@main.command("quality")
+@_run_arg
+@click.option("--n", type=_POSITIVE, default=10000, show_default=True, help="Images per set.")
+@click.option("--temperature", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=_NON_NEGATIVE, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_data_dir_opt
+@_friendly_errors
+def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
+    """Fréchet distance, precision and recall (classifier features) of the run's samples
+    (prior and ex-post mixture) and reconstructions, beside the real-vs-real floor."""
+    import math
+
+    from vaekit.data.sources import load_dataset
+    from vaekit.uses.sample_quality import quality_table
+
+    if not math.isfinite(temperature) or temperature < 0:
+        raise VaekitError(f"--temperature must be a finite number >= 0; got {temperature}")
+    model, cfg, _ = load_checkpoint(run_dir)
+    if data_dir:
+        cfg.train.data_dir = data_dir
+    ds = load_dataset(cfg.train.data, cfg.train.data_dir)
+    train = load_splits(cfg, torch.device("cpu")).train
+    table = quality_table(
+        model, ds, cfg.train.data, n, temperature, seed, run_dir=run_dir, train_images=train
+    )
+    if as_json:
+        click.echo(json.dumps(table))
+        return
+    click.echo(f"{min(n, len(ds.test))} images per set against as many real test images:")
+    for name, q in table.items():
+        click.echo(
+            f"  {name:<42s} FD {q['fd']:9.3f}   precision {q['precision']:.3f}   "
+            f"recall {q['recall']:.3f}"
+        )
 
 
 @main.command("compress")

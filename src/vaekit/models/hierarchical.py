@@ -260,11 +260,15 @@ class HierarchicalVAE(LatentHierarchy):
 
     def coding_posterior(self, x, upper):
         i = len(upper)
+        # the coder asks for every group of the same x in turn: its bottom-up features are
+        # computed once (held only for that tensor)
+        cached = getattr(self, "_coding_features", None)
+        if cached is None or cached[0] is not x:
+            cached = (x, self.bottom_up(x))
+            self._coding_features = cached
         # use_means: group i's z is not needed here, and a draw would be randomness the
         # exact coder refuses
-        run = self.top_down(
-            self.bottom_up(x), (x.shape[0],), given=upper, depth=i + 1, use_means=True
-        )
+        run = self.top_down(cached[1], (x.shape[0],), given=upper, depth=i + 1, use_means=True)
         return run.groups[i].q
 
     def coding_prior(self, upper):

@@ -162,9 +162,11 @@ def pow2(n: torch.Tensor) -> torch.Tensor:
 
 
 def _lookup(table: str, x: torch.Tensor, i: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation between knots i and i + 1 at fraction t."""
+    """Linear interpolation between knots i and i + 1 at fraction t (in place where it can:
+    fresh multi-megabyte tensors cost page faults)."""
     tables = _tables(x)
-    return torch.take(tables[table], i) + torch.take(tables[table + "_step"], i) * t
+    slope = torch.take(tables[table + "_step"], i).mul_(t)
+    return torch.take(tables[table], i).add_(slope)
 
 
 def _nan_free(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -186,12 +188,13 @@ def exp(x: torch.Tensor) -> torch.Tensor:
     """e^x = 2^n 2^(i/4096) 2^(t/4096): n and i from y = x log2(e) 4096 (j = floor(y) =
     4096 n + i), the middle factor and its slope from the table, linear in t = y - j."""
     x, nan = _nan_free(x)
-    y = x.clamp(-EXP_LIMIT, EXP_LIMIT) * _const(x, "exp_scale")
+    y = x.clamp(-EXP_LIMIT, EXP_LIMIT).mul_(_const(x, "exp_scale"))
     j = torch.floor(y)
     t = y.sub_(j)
     j = j.long()
     v = _lookup("exp2", x, j & (2**TABLE_BITS - 1), t)
-    return _with_nan(v.mul_(pow2(j >> TABLE_BITS)), nan)
+    scale = j.bitwise_right_shift_(TABLE_BITS).add_(1023).bitwise_left_shift_(52)
+    return _with_nan(v.mul_(scale.view(torch.float64)), nan)
 
 
 @raw
@@ -200,7 +203,7 @@ def log(x: torch.Tensor) -> torch.Tensor:
     slope from the table, linear in the rest."""
     x, nan = _nan_free(x)
     m, e = torch.frexp(x)
-    u = (m - 0.5) * 2 ** (TABLE_BITS + 1)  # exact: 2m - 1 in knot units
+    u = m.sub_(0.5).mul_(2 ** (TABLE_BITS + 1))  # exact: 2m - 1 in knot units
     i = torch.floor(u)
     out = _lookup("ln", x, i.long().clamp_(0, 2**TABLE_BITS - 1), u.sub_(i))
     out = out.add_((e.double() - 1.0) * _const(x, "ln2"))
@@ -222,7 +225,7 @@ def finite_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     """`normal_cdf` for float64 x known to hold no NaN (a NaN would index the table with
     an undefined integer)."""
     t = _tables(x)
-    u = (x.clamp(-CDF_LIMIT, CDF_LIMIT) + CDF_LIMIT) * 2**CDF_KNOT_BITS
+    u = x.clamp(-CDF_LIMIT, CDF_LIMIT).add_(CDF_LIMIT).mul_(2**CDF_KNOT_BITS)
     i = torch.floor(u).clamp_(0, t["cdf0"].numel() - 1)
     s = u.sub_(i)
     idx = i.long()
@@ -233,7 +236,7 @@ def finite_normal_cdf(x: torch.Tensor) -> torch.Tensor:
 
 @raw
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
-    return torch.reciprocal(exp(-x.double()).add_(1.0))
+    return exp(-x.double()).add_(1.0).reciprocal_()
 
 
 @raw
@@ -344,7 +347,7 @@ def _grid_activations(x: torch.Tensor, sample_dims: int = 1) -> torch.Tensor:
         amax = x.abs().amax(tuple(range(sample_dims, x.dim())), keepdim=True)
     _, e = torch.frexp(amax)  # |x| < 2^e
     step = pow2((e.long() - ACT_BITS).clamp(-1000, 1000))
-    return torch.round(x / step) * step
+    return (x / step).round_().mul_(step)
 
 
 def quantize_weight(w: torch.Tensor, channel_dim: int = 0) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Weights of the feature classifiers the sample-quality metric ships (see scripts/)."""
