@@ -32,6 +32,7 @@ from vaekit.nets.feature_classifier import FeatureClassifier
 # name -> (SHA-256 of the shipped file, its test accuracy), as the training script printed
 FEATURE_NETS: dict[str, tuple[str, float]] = {
     "mnist": ("d082d0b87901f2c1d5bc2f9e17b25f7be3d81bb1b066bb648c0cc6ea59839929", 0.9938),
+    "fashion-mnist": ("afe4cfea1ede2a4c7fb563413da8e45cecc15837b14e34ca8b9205c25b5d2ce6", 0.9201),
 }
 NEAREST_K = 3
 
