@@ -304,7 +304,7 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
 @_friendly_errors
 def sample_cmd(run_dir, n, out, seed, temperature, sampler) -> None:
     """Images decoded from z ~ p(z), or from the ex-post mixture (--sampler gmm)."""
-    from vaekit.uses.samplers import GMM_FILE, expost_gmm, gmm_images
+    from vaekit.uses.samplers import expost_gmm, gmm_images, gmm_needs_fit
 
     model, cfg, _ = load_checkpoint(run_dir)
     try:
@@ -313,7 +313,7 @@ def sample_cmd(run_dir, n, out, seed, temperature, sampler) -> None:
             if len(temps) != 1:
                 raise ValueError("the gmm sampler takes one temperature")
             train = None
-            if not (Path(run_dir) / GMM_FILE).exists():
+            if gmm_needs_fit(run_dir):
                 click.echo("fitting the ex-post mixture to the training set's posterior means")
                 train = load_splits(cfg, torch.device("cpu")).train
             gmm = expost_gmm(model, run_dir, train, seed=seed)

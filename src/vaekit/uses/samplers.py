@@ -23,6 +23,9 @@ from vaekit.randomness import seeded
 
 SAMPLERS = ("prior", "gmm")
 GMM_FILE = "sampler-gmm.json"
+# vaekit 0.3 fitted a dynamically binarized model's mixture to grey 0..255 inputs it never
+# saw in training; files without this mark are refitted
+FITTED_ON = "training values (vaekit >= 0.4)"
 
 
 class ExPostGMM:
@@ -52,6 +55,7 @@ class ExPostGMM:
     def to_json(self) -> str:
         return json.dumps(
             {
+                "fitted_on": FITTED_ON,
                 "weights": self.weights.tolist(),
                 "means": self.means.tolist(),
                 "covariances": self.covariances.tolist(),
@@ -67,15 +71,29 @@ class ExPostGMM:
 
 
 @torch.no_grad()
-def posterior_means_of(model: LatentVariableModel, images: torch.Tensor, batch: int = 1000):
-    """Posterior means (N, latent_dim) of uint8 images prepared by the model's pixel mode."""
+def posterior_means_of(
+    model: LatentVariableModel, images: torch.Tensor, batch: int = 1000, seed: int = 0
+):
+    """Posterior means (N, latent_dim) of a training split prepared by the model's pixel mode,
+    turned into values as training does (a dynamically binarized split is stored as 0..255
+    and binarized per draw: here one seeded draw)."""
     model.eval()
     dev = next(model.parameters()).device
     out = []
-    for i in range(0, len(images), batch):
-        x = model.pixels.values(images[i : i + batch].to(dev), train=False)
-        out.append(model.posterior_means(x).double().cpu())
+    with seeded(seed, dev):
+        for i in range(0, len(images), batch):
+            x = model.pixels.values(images[i : i + batch].to(dev), train=True)
+            out.append(model.posterior_means(x).double().cpu())
     return torch.cat(out).numpy()
+
+
+def gmm_needs_fit(run_dir: str | Path) -> bool:
+    """Whether the run has no usable saved mixture (none, or one of vaekit 0.3)."""
+    path = Path(run_dir) / GMM_FILE
+    try:
+        return json.loads(path.read_text()).get("fitted_on") != FITTED_ON
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def expost_gmm(
@@ -89,12 +107,14 @@ def expost_gmm(
     path = Path(run_dir) / GMM_FILE if run_dir is not None else None
     if path is not None and path.exists():
         try:
-            return ExPostGMM.from_json(path.read_text())
-        except (ValueError, KeyError, np.linalg.LinAlgError) as e:
+            text = path.read_text()
+            if json.loads(text).get("fitted_on") == FITTED_ON or train_images is None:
+                return ExPostGMM.from_json(text)
+        except (ValueError, KeyError, AttributeError, np.linalg.LinAlgError) as e:
             raise VaekitError(f"{path}: cannot read the saved sampler ({e})") from e
     if train_images is None:
         raise VaekitError("the gmm sampler is fitted on the run's training images; none given")
-    gmm = ExPostGMM.fit(posterior_means_of(model, train_images), components, seed)
+    gmm = ExPostGMM.fit(posterior_means_of(model, train_images, seed=seed), components, seed)
     if path is not None:
         atomic_write_text(path, gmm.to_json())
     return gmm
