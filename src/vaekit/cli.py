@@ -397,11 +397,12 @@ def report_cmd(run_dir, out, k, quality_n, data_dir) -> None:
 @_friendly_errors
 def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
     """Fréchet distance, precision and recall (classifier features) of the run's samples
-    (prior and ex-post mixture) and reconstructions, beside the real-vs-real floor."""
+    (prior and ex-post mixture) and reconstructions, beside the real-vs-real floor. MNIST and
+    Fashion-MNIST use vaekit's shipped classifiers; other labelled data trains one first."""
     import math
 
     from vaekit.data.sources import load_dataset
-    from vaekit.uses.sample_quality import quality_table
+    from vaekit.uses.sample_quality import FEATURE_NETS, quality_table
 
     if not math.isfinite(temperature) or temperature < 0:
         raise VaekitError(f"--temperature must be a finite number >= 0; got {temperature}")
@@ -410,6 +411,8 @@ def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
         cfg.train.data_dir = data_dir
     ds = load_dataset(cfg.train.data, cfg.train.data_dir)
     train = load_splits(cfg, torch.device("cpu")).train
+    if cfg.train.data not in FEATURE_NETS and ds.train_labels is not None:
+        click.echo("no shipped feature network for this data: training one on its labels", err=True)
     table = quality_table(
         model, ds, cfg.train.data, n, temperature, seed, run_dir=run_dir, train_images=train
     )

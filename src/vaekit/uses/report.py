@@ -254,10 +254,11 @@ def write_report(
 def _quality_section(model, cfg, ds, n: int) -> str:
     from vaekit.uses.sample_quality import FEATURE_NETS, quality_table
 
-    if ds is None or cfg.train.data not in FEATURE_NETS:
+    if ds is None or (cfg.train.data not in FEATURE_NETS and ds.train_labels is None):
         return (
-            f"<p>No shipped feature network for {html.escape(str(cfg.train.data))}: "
-            "vaekit ships them for mnist and fashion-mnist (see vaekit quality --help).</p>"
+            f"<p>No shipped feature network for {html.escape(str(cfg.train.data))} and no "
+            "labels to train one: vaekit ships them for mnist and fashion-mnist "
+            "(see vaekit quality --help).</p>"
         )
     try:
         table = quality_table(model, ds, cfg.train.data, n=n)

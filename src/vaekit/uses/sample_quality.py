@@ -148,6 +148,20 @@ def quality(real_features: np.ndarray, images, net: FeatureClassifier) -> Qualit
     return Quality(frechet_distance(real_features, fake), *precision_recall(real_features, fake))
 
 
+def feature_net_for(dataset, name: str) -> FeatureClassifier:
+    """The shipped network for a supported data set; for other data with labels (an image
+    folder of class subfolders, an IDX file with its labels file), one trained on them."""
+    if name in FEATURE_NETS:
+        return load_feature_net(name)
+    if getattr(dataset, "train_labels", None) is None:
+        raise VaekitError(
+            f"no shipped feature network for {name!r} (vaekit has {', '.join(FEATURE_NETS)}) "
+            "and no labels to train one: give the data in class subfolders, or pass a "
+            "network (quality_table(..., net=...))"
+        )
+    return train_feature_net(dataset.train, dataset.train_labels)
+
+
 @torch.no_grad()
 def _in_batches(fn, n: int, batch: int = 1000) -> torch.Tensor:
     return torch.cat([fn(i, min(batch, n - i)) for i in range(0, n, batch)])
@@ -171,7 +185,8 @@ def quality_table(
     from vaekit.uses.generation import sample_images
     from vaekit.uses.samplers import expost_gmm, gmm_images
 
-    net = net if net is not None else load_feature_net(name)
+    if net is None:
+        net = feature_net_for(dataset, name)
     n = min(n, len(dataset.test), len(dataset.train))
     real = features(net, dataset.test[:n])
     model.eval()
