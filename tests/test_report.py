@@ -59,6 +59,7 @@ def test_the_report_is_one_file_with_every_section(report):
         assert im.width > 20 and im.height > 20
     # the generation metrics of the shipped MNIST feature network are in it
     assert "FD" in page and "real: training vs test images (floor)" in page
+    assert "ex-post GMM" in page and "reconstructions of the test images" in page
 
 
 def _browser() -> str | None:

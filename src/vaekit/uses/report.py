@@ -236,7 +236,10 @@ def write_report(
     sections.append(
         f'<h2>Latent space</h2><img alt="latent map" src="{latent_map_png(model, test, labels)}">'
     )
-    sections.append("<h2>Generation metrics</h2>" + _quality_section(model, cfg, ds, quality_n))
+    sections.append(
+        "<h2>Generation metrics</h2>"
+        + _quality_section(model, cfg, ds, quality_n, run_dir, splits.train)
+    )
     title = html.escape(f"vaekit report: {run_dir.name}")
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
@@ -251,7 +254,7 @@ def write_report(
     return path
 
 
-def _quality_section(model, cfg, ds, n: int) -> str:
+def _quality_section(model, cfg, ds, n: int, run_dir: Path, train) -> str:
     from vaekit.uses.sample_quality import FEATURE_NETS, quality_table
 
     if ds is None or (cfg.train.data not in FEATURE_NETS and ds.train_labels is None):
@@ -261,7 +264,7 @@ def _quality_section(model, cfg, ds, n: int) -> str:
             "(see vaekit quality --help).</p>"
         )
     try:
-        table = quality_table(model, ds, cfg.train.data, n=n)
+        table = quality_table(model, ds, cfg.train.data, n=n, run_dir=run_dir, train_images=train)
     except VaekitError as e:
         return f"<p>{html.escape(str(e))}</p>"
     rows = [
