@@ -19,6 +19,7 @@ reconstructions'.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 
@@ -97,8 +98,10 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
 
     mu1, mu2 = real.mean(0), fake.mean(0)
     c1, c2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    root = linalg.sqrtm(c1 @ c2)
-    if not np.isfinite(root).all():  # near-singular product: regularize, as is usual
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        root = linalg.sqrtm(c1 @ c2)
+    if caught or not np.isfinite(root).all():  # singular product (few images): regularize
         eps = 1e-6 * np.eye(len(c1))
         root = linalg.sqrtm((c1 + eps) @ (c2 + eps))
     diff = mu1 - mu2
