@@ -36,7 +36,7 @@ from vaekit.distributions.likelihoods import PARAM_GRID, round_to_grid
 from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.errors import VaekitError
 from vaekit.models.base import LatentVariableModel
-from vaekit.uses.exact_arithmetic import ARITHMETIC, ExactArithmetic, exact_copy
+from vaekit.uses.exact_arithmetic import ARITHMETIC, ExactArithmetic, exact_copy, exact_digest
 
 LATENT_BITS = 10
 LATENT_RANGE = 16.0
@@ -65,6 +65,7 @@ class CodingPlan:
     init_words: int = 0
     particles: int = 1  # importance samples per image (1: plain bits-back)
     arithmetic: str = FLOAT
+    exact_digest: str | None = None  # SHA-256 of the exact network (exact arithmetic only)
 
     @property
     def n(self) -> int:
@@ -179,6 +180,21 @@ class LatentCoder:
         post = np.exp(log_post)
         return post / post.sum(-1, keepdims=True)
 
+    def _push_grid(self, coder, symbols: np.ndarray, loc: np.ndarray, scale: np.ndarray):
+        """Encode symbols under N(loc, scale) (latent units, shaped like the symbols) on the
+        whole grid."""
+        m, s = self._on_grid(loc, scale)
+        coder.encode_reverse(symbols.ravel().astype(np.int32), self.family, m.ravel(), s.ravel())
+
+    def _pop_grid(self, coder, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Decode symbols shaped like `loc` pushed by `_push_grid`."""
+        m, s = self._on_grid(loc, scale)
+        return coder.decode(self.family, m.ravel(), s.ravel()).reshape(loc.shape)
+
+    def _weight_rows(self, weights, b: int) -> np.ndarray:
+        """The mixture weights as the categorical's probabilities for b rows."""
+        return np.tile(weights, (b, 1))
+
     def push_prior(self, coder, symbols: np.ndarray, p: Distribution) -> None:
         """Encode latent symbols (B, D) under p(z|·)."""
         b = symbols.shape[0]
@@ -186,31 +202,26 @@ class LatentCoder:
             weights, loc, scale = self._mixture(p)
             post = self._component_posterior(symbols, weights, loc, scale)
             c = coder.decode(self.categorical, post).astype(np.int64)  # bits back for c
-            m, s = self._on_grid(loc[c], scale[c])
+            self._push_grid(coder, symbols, loc[c], scale[c])
             coder.encode_reverse(
-                symbols.ravel().astype(np.int32), self.family, m.ravel(), s.ravel()
+                c.astype(np.int32), self.categorical, self._weight_rows(weights, b)
             )
-            coder.encode_reverse(c.astype(np.int32), self.categorical, np.tile(weights, (b, 1)))
             return
         loc, scale = _gaussian_params(p)
-        m, s = self._on_grid(
-            np.broadcast_to(loc, symbols.shape), np.broadcast_to(scale, symbols.shape)
-        )
-        coder.encode_reverse(symbols.ravel().astype(np.int32), self.family, m.ravel(), s.ravel())
+        shape = symbols.shape
+        self._push_grid(coder, symbols, np.broadcast_to(loc, shape), np.broadcast_to(scale, shape))
 
     def pop_prior(self, coder, p: Distribution, b: int, d: int) -> np.ndarray:
         """Decode latent symbols (b, d) pushed by `push_prior`."""
         if isinstance(p, DiagonalGaussianMixture):
             weights, loc, scale = self._mixture(p)
-            c = coder.decode(self.categorical, np.tile(weights, (b, 1))).astype(np.int64)
-            m, s = self._on_grid(loc[c], scale[c])
-            symbols = coder.decode(self.family, m.ravel(), s.ravel()).reshape(b, d)
+            c = coder.decode(self.categorical, self._weight_rows(weights, b)).astype(np.int64)
+            symbols = self._pop_grid(coder, loc[c], scale[c])
             post = self._component_posterior(symbols, weights, loc, scale)
             coder.encode_reverse(c.astype(np.int32), self.categorical, post)
             return symbols
         loc, scale = _gaussian_params(p)
-        m, s = self._on_grid(np.broadcast_to(loc, (b, d)), np.broadcast_to(scale, (b, d)))
-        return coder.decode(self.family, m.ravel(), s.ravel()).reshape(b, d)
+        return self._pop_grid(coder, np.broadcast_to(loc, (b, d)), np.broadcast_to(scale, (b, d)))
 
     # ---- importance weights --------------------------------------------------------------
 
@@ -494,7 +505,8 @@ def encode(
         done += b
         bar.update(b)
     bar.close()
-    plan = CodingPlan(tuple(sizes), LATENT_BITS, init, particles, arithmetic)
+    digest = exact_digest(model) if arithmetic != FLOAT else None
+    plan = CodingPlan(tuple(sizes), LATENT_BITS, init, particles, arithmetic, digest)
     return coder.get_compressed(), plan
 
 
@@ -503,6 +515,13 @@ def decode(
 ) -> np.ndarray:
     """Invert `encode`: ANS words back to the uint8 values (N, C, H, W)."""
     model, latents, context = _arithmetic(model, plan.arithmetic, plan.latent_bits)
+    if plan.arithmetic != FLOAT and plan.exact_digest is not None:
+        digest = exact_digest(model)
+        if digest != plan.exact_digest:
+            raise CodingError(
+                "this vaekit derives another exact network from the model than the one that "
+                f"wrote the file (digest {plan.exact_digest[:12]}…, here {digest[:12]}…)"
+            )
     shape = tuple(model.config.image_shape)
     out = np.empty((plan.n, *shape), dtype=np.uint8)
     _, decode_batch = _coders(model, plan.particles)

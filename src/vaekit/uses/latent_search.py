@@ -121,11 +121,21 @@ class SearchedLatentCoder(LatentCoder):
     def _full_range(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.full((n,), -self.range), torch.full((n,), self.range + 1)
 
-    def _prior_params(self, loc, scale) -> tuple[torch.Tensor, torch.Tensor]:
+    def _grid_params(self, loc, scale) -> tuple[torch.Tensor, torch.Tensor]:
         m, s = self._on_grid(loc, scale)
-        return torch.from_numpy(np.ascontiguousarray(m)).reshape(-1), torch.from_numpy(
-            np.ascontiguousarray(s)
-        ).reshape(-1)
+        flat = (torch.from_numpy(np.ascontiguousarray(v)).reshape(-1) for v in (m, s))
+        return tuple(flat)
+
+    def _push_grid(self, coder, symbols, loc, scale) -> None:
+        m, s = self._grid_params(loc, scale)
+        push_symbols(coder, symbols.ravel(), *self._full_range(symbols.size), m, s)
+
+    def _pop_grid(self, coder, loc, scale) -> np.ndarray:
+        m, s = self._grid_params(loc, scale)
+        return pop_symbols(coder, *self._full_range(m.numel()), m, s).reshape(loc.shape)
+
+    def _weight_rows(self, weights, b: int) -> np.ndarray:
+        return _numpy(weights.expand(b, -1))
 
     def _mixture(self, p: DiagonalGaussianMixture):
         weights = ex.softmax(torch.from_numpy(_np(p.logits)), -1)
@@ -136,36 +146,6 @@ class SearchedLatentCoder(LatentCoder):
         log_n = ex.gaussian_log_density(z, torch.from_numpy(loc), torch.from_numpy(scale))
         log_post = ex.exact_sum(log_n, -1) + ex.log(weights)
         return _numpy(ex.softmax(log_post, -1))
-
-    def push_prior(self, coder, symbols: np.ndarray, p: Distribution) -> None:
-        b = symbols.shape[0]
-        if isinstance(p, DiagonalGaussianMixture):
-            weights, loc, scale = self._mixture(p)
-            post = self._component_posterior(symbols, weights, loc, scale)
-            c = coder.decode(self.categorical, post).astype(np.int64)  # bits back for c
-            m, s = self._prior_params(loc[c], scale[c])
-            push_symbols(coder, symbols.ravel(), *self._full_range(symbols.size), m, s)
-            prior_c = _numpy(weights.expand(b, -1))
-            coder.encode_reverse(c.astype(np.int32), self.categorical, prior_c)
-            return
-        loc, scale = _gaussian_params(p)
-        m, s = self._prior_params(
-            np.broadcast_to(loc, symbols.shape), np.broadcast_to(scale, symbols.shape)
-        )
-        push_symbols(coder, symbols.ravel(), *self._full_range(symbols.size), m, s)
-
-    def pop_prior(self, coder, p: Distribution, b: int, d: int) -> np.ndarray:
-        if isinstance(p, DiagonalGaussianMixture):
-            weights, loc, scale = self._mixture(p)
-            c = coder.decode(self.categorical, _numpy(weights.expand(b, -1))).astype(np.int64)
-            m, s = self._prior_params(loc[c], scale[c])
-            symbols = pop_symbols(coder, *self._full_range(b * d), m, s).reshape(b, d)
-            post = self._component_posterior(symbols, weights, loc, scale)
-            coder.encode_reverse(c.astype(np.int32), self.categorical, post)
-            return symbols
-        loc, scale = _gaussian_params(p)
-        m, s = self._prior_params(np.broadcast_to(loc, (b, d)), np.broadcast_to(scale, (b, d)))
-        return pop_symbols(coder, *self._full_range(b * d), m, s).reshape(b, d)
 
     def log_ratio(self, p: Distribution, q: Distribution, z: torch.Tensor) -> torch.Tensor:
         """log p(z) - log q(z) per row, exactly computed (float64, CPU)."""
