@@ -16,6 +16,7 @@ from vaekit.errors import DataError, VaekitError
 from vaekit.uses.anomaly import AnomalyDetector
 from vaekit.uses.anomaly_scores import png_bits
 from vaekit.uses.background import local_log_prob
+from vaekit.uses.calibration import combined_score
 
 TINY = ("model.hidden=[32]", "model.latent_dim=2", "train.epochs=3", "train.lr=3e-3")
 
@@ -74,13 +75,18 @@ def test_planted_image_outliers_all_scores(tmp_path):
     labels = np.r_[np.zeros(60), np.ones(20)]
     for score in ("surprise", "elbo", "reconstruction", "ratio"):
         assert roc_auc_score(labels, det.anomaly_score(test, score)) > 0.95, score
-    # The default for binary single-channel images is the likelihood ratio: surprise minus
-    # the surprise of the local background model, both in bits.
+    # The ratio is surprise minus the surprise of the local background model, both in bits.
     surprise = det.anomaly_score(test, "surprise")
     values = prepare_split(torch.from_numpy(test[:, None]), "dynamic-binary", train=False)
     assert values.max() == 1
     background_bits = -local_log_prob(det.background_, values.float()).numpy() / np.log(2)
-    assert np.allclose(det.anomaly_score(test), surprise - background_bits, atol=1e-3)
+    assert np.allclose(det.anomaly_score(test, "ratio"), surprise - background_bits, atol=1e-3)
+    # The default combines every kind's calibrated tail probability (`uses.calibration`).
+    every = det._every_kind(det._prepare(test, fitting=False))
+    assert set(every) >= {"surprise", "ratio", "complexity", "local", "local-ink"}
+    assert np.allclose(det.anomaly_score(test), combined_score(every, det.reference_))
+    assert roc_auc_score(labels, det.anomaly_score(test)) > 0.95
+    assert roc_auc_score(labels, det.anomaly_score(test, "local")) > 0.95
     # Complexity is surprise minus the PNG length: it corrects for inputs simpler than the
     # data (Serrà et al.), and by design it discounts noise, whose PNG is long.
     shown = prepare_split(torch.from_numpy(test[:, None]), "dynamic-binary", train=False)
@@ -172,8 +178,9 @@ def test_score_and_detect_cli(tmp_path):
 
 
 def test_plain_training_run_gets_a_background_from_its_own_data(tmp_path, npy_data, monkeypatch):
-    """`vaekit score --score ratio` on a `vaekit train` run (no detector.json) fits the local
-    background on the run's training data once, deterministically, and keeps it there."""
+    """`vaekit score` on a `vaekit train` run (no detector.json) fits the local models and the
+    combined score's reference on the run's training data once, deterministically, and keeps
+    them there."""
     from tests.conftest import tiny_config
     from vaekit.training import train
 
@@ -193,7 +200,14 @@ def test_plain_training_run_gets_a_background_from_its_own_data(tmp_path, npy_da
 
     monkeypatch.setattr(anomaly_module, "fit_local_model", refit)
     assert np.allclose(b.anomaly_score(test, "ratio"), scores)
-    assert np.allclose(b.anomaly_score(test), scores)  # auto resolves to ratio here
+    monkeypatch.undo()
+    combined = b.anomaly_score(test)  # auto: combined, which also needs the intensity model
+    for name in ("intensity.safetensors", "intensity.json", "score_reference.json"):
+        assert (run / name).exists(), name
+    c = AnomalyDetector.load(run)
+    monkeypatch.setattr(anomaly_module, "fit_local_model", refit)
+    monkeypatch.setattr(anomaly_module, "fit_reference", refit)
+    assert np.allclose(c.anomaly_score(test), combined)
 
 
 def test_ratio_needs_binary_single_channel_images(tabular_detector):

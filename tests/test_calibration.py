@@ -8,42 +8,86 @@ from scipy.stats import norm
 
 from tests.conftest import synthetic_digits
 from vaekit import AnomalyDetector
-from vaekit.uses.calibration import combined_score, fit_reference, log_two_sided_p
+from vaekit.uses.calibration import (
+    combined_score,
+    fisher_statistic,
+    fit_reference,
+    log_p,
+    log_two_sided_p,
+    z_scores,
+)
 
 
-def test_reference_is_median_and_robust_scale():
-    rng = np.random.default_rng(0)
-    values = rng.normal(3.0, 2.0, 200_000)
-    values[:100] = 1e9  # outliers barely move a robust fit
-    ((med, scale),) = fit_reference({"s": values}).values()
-    assert med == pytest.approx(3.0, abs=0.02) and scale == pytest.approx(2.0, rel=0.01)
-
-
-def test_two_sided_p_values_are_calibrated_and_flag_both_tails():
+def test_p_values_are_calibrated_for_skewed_scores_and_flag_both_tails():
+    """Likelihood scores are skewed: the quantile-normal transform makes p uniform under normal
+    data whatever the shape, where a normal fit would not."""
     rng = np.random.default_rng(1)
-    normal = rng.normal(0.0, 1.0, 100_000)
-    p = np.exp(log_two_sided_p(normal, 0.0, 1.0))
-    assert np.mean(p < 0.05) == pytest.approx(0.05, abs=0.003)  # uniform under normal data
-    assert np.exp(log_two_sided_p(np.array([-4.0, 4.0]), 0.0, 1.0)) == pytest.approx(
-        2 * norm.sf(4.0)
-    )
-    far = log_two_sided_p(np.array([-60.0, 60.0]), 0.0, 1.0)
-    assert np.all(np.isfinite(far)) and far[0] == far[1] < -1000  # far tails still rank
+    ref = fit_reference({"s": rng.gamma(2.0, 3.0, 20_000)})["kinds"]["s"]
+    fresh = rng.gamma(2.0, 3.0, 200_000)
+    p = np.exp(log_two_sided_p(fresh, ref))
+    for level in (0.01, 0.05, 0.2, 0.5):
+        assert np.mean(p < level) == pytest.approx(level, rel=0.1)
+    z = z_scores(fresh, ref)
+    assert np.mean(z) == pytest.approx(0.0, abs=0.02) and np.std(z) == pytest.approx(1, abs=0.03)
+    # the gamma's long right tail: a normal fit by mean and s.d. flags far more than 1%
+    naive = 2 * norm.sf(np.abs((fresh - fresh.mean()) / fresh.std()))
+    assert np.mean(naive < 0.01) > 0.015
 
 
-def test_combined_score_is_the_harmonic_mean_of_the_kinds():
-    ref = {"a": (0.0, 1.0), "b": (10.0, 2.0)}
-    scores = {"a": np.array([0.0, 3.0, -3.0]), "b": np.array([10.0, 10.0, 16.0])}
+def test_tails_continue_beyond_the_reference_and_still_rank():
+    rng = np.random.default_rng(2)
+    ref = fit_reference({"s": rng.normal(5.0, 2.0, 50_000)})["kinds"]["s"]
+    x = np.array([-200.0, -20.0, -5.0, 5.0, 15.0, 30.0, 300.0])
+    z = z_scores(x, ref)
+    assert np.all(np.diff(z) > 0)  # monotone, no ties past the reference's extremes
+    assert z[2] == pytest.approx(-5.0, abs=0.15) and z[4] == pytest.approx(5.0, abs=0.15)
+    far = log_two_sided_p(np.array([-200.0, 300.0]), ref)
+    assert np.all(np.isfinite(far)) and far[1] < far[0] < -1000
+    assert np.exp(log_two_sided_p(np.array([5.0]), ref))[0] == pytest.approx(1.0, abs=0.02)
+    assert z_scores(np.array([np.nan]), ref)[0] == np.inf  # NaN is as anomalous as it gets
+
+
+def test_tied_scores_and_old_references():
+    ref = fit_reference({"s": np.r_[np.zeros(900), np.ones(100)]})["kinds"]["s"]
+    assert np.all(np.diff(ref) > 0) and np.all(np.isfinite(z_scores(np.array([0.0, 1.0]), ref)))
+    # a vaekit 0.4 reference, (median, robust scale), reads as that normal fit
+    assert z_scores(np.array([7.0]), [3.0, 2.0])[0] == pytest.approx(2.0)
+
+
+def test_combined_score_is_fishers_statistic_calibrated_on_the_reference():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 1, 20_000), rng.gamma(3.0, 1.0, 20_000)
+    b = b + 0.5 * a  # dependent kinds: the chi-square law of Fisher's statistic fails
+    ref = fit_reference({"a": a, "b": b}, upper=("b",))
+    assert ref["upper"] == ["b"]
+    scores = {"a": np.array([0.0, 3.0, -3.0, 0.1]), "b": np.array([3.0, 3.0, 3.0, 12.0])}
+    stat = fisher_statistic(scores, ref)
+    la = log_p(scores["a"], ref["kinds"]["a"])
+    lb = log_p(scores["b"], ref["kinds"]["b"], upper=True)
+    assert np.allclose(stat, -2 * (la + lb))
     got = combined_score(scores, ref)
+    assert np.all(np.argsort(got) == np.argsort(stat))  # a monotone map of the statistic
+    assert got[1] > 3 and got[2] > 3 and got[3] > 3  # both tails of a, the upper tail of b
+    # a low b is normal for an upper-tailed kind, a low a is not
+    assert combined_score({"a": np.array([0.0]), "b": np.array([-5.0])}, ref)[0] < 1.5
+    # calibrated under normal data whatever the dependence: p uniform
+    a2, b2 = rng.normal(0, 1, 50_000), rng.gamma(3.0, 1.0, 50_000)
+    p = 2.0 ** -combined_score({"a": a2, "b": b2 + 0.5 * a2}, ref)
+    for level in (0.01, 0.05, 0.2):
+        assert np.mean(p < level) == pytest.approx(level, rel=0.2)
+    with pytest.raises(ValueError):
+        combined_score({"c": np.zeros(2)}, ref)
+    assert math.isfinite(combined_score({"a": np.array([1e6]), "b": np.array([1.0])}, ref)[0])
+
+
+def test_a_saved_0_4_reference_still_scores_as_it_did():
+    """vaekit 0.4 saved {kind: [median, robust scale]} and combined by the harmonic mean."""
+    ref = {"a": [0.0, 1.0], "b": [10.0, 2.0]}
+    scores = {"a": np.array([0.0, 3.0, -3.0]), "b": np.array([10.0, 10.0, 16.0])}
     pa = 2 * norm.sf(np.abs(scores["a"]))
     pb = 2 * norm.sf(np.abs((scores["b"] - 10.0) / 2.0))
     hm = np.minimum(1.0, 2 / (1 / pa + 1 / pb))
-    assert np.allclose(got, -np.log2(hm))
-    assert got[0] == 0.0 and got[1] > 0 and got[2] > 0
-    assert np.all(got >= -np.log2(np.minimum(1, 2 * np.minimum(pa, pb))) - 1e-9)
-    with pytest.raises(ValueError):
-        combined_score({"c": np.zeros(2)}, ref)
-    assert math.isfinite(combined_score({"a": np.array([1e6])}, ref)[0])
+    assert np.allclose(combined_score(scores, ref), -np.log2(hm))
 
 
 def test_combined_flags_blank_images_that_surprise_calls_most_normal(tmp_path):
@@ -70,7 +114,11 @@ def test_combined_on_a_detector_fitted_for_another_kind_says_what_to_do():
     from vaekit.errors import VaekitError
 
     det = AnomalyDetector(
-        k=5, overrides=("model.hidden=[16]", "model.latent_dim=2", "train.epochs=1")
+        score_kind="ratio",
+        k=5,
+        overrides=("model.hidden=[16]", "model.latent_dim=2", "train.epochs=1"),
     ).fit(synthetic_digits(100, 12))
-    with pytest.raises(VaekitError, match="score_kind='combined'"):
-        det.anomaly_score(synthetic_digits(5, 12), "combined")
+    assert det.reference_ is None and det.intensity_ is None  # nothing fitted it does not use
+    for kind in ("combined", "local"):
+        with pytest.raises(VaekitError, match="score_kind='combined'"):
+            det.anomaly_score(synthetic_digits(5, 12), kind)

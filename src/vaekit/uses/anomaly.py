@@ -26,15 +26,29 @@ from vaekit.data.splits import load_splits
 from vaekit.errors import DataError, VaekitError
 from vaekit.fileio import atomic_write_bytes, atomic_write_text
 from vaekit.runs import read_metrics
-from vaekit.uses.anomaly_scores import DETECTOR_SCORES, all_scores, anomaly_scores
+from vaekit.uses.anomaly_scores import (
+    COMBINED_KINDS,
+    DETECTOR_SCORES,
+    LOCAL_SCORES,
+    UPPER_TAILED,
+    all_scores,
+    anomaly_scores,
+    local_scores,
+)
 from vaekit.uses.background import LocalPixelModel, fit_local_model
 from vaekit.uses.calibration import combined_score, fit_reference
 
 DETECTOR_FILE = "detector.json"
 BACKGROUND_FILE = "background.safetensors"
 BACKGROUND_SPEC_FILE = "background.json"
+INTENSITY_FILE = "intensity.safetensors"
+INTENSITY_SPEC_FILE = "intensity.json"
 REFERENCE_FILE = "score_reference.json"
-REFERENCE_IMAGES = 2000  # normal examples whose scores the combined score is calibrated on
+# Normal examples whose scores the combined score is calibrated on: held out of training
+# (up to this many, and at most a tenth of the data), since the model rates its own training
+# examples as more normal than new ones.
+REFERENCE_IMAGES = 2000
+INTENSITY_FIT_IMAGES = 12000  # the local intensity model learns from at most this many
 
 
 def write_scores(path: Path, scores: np.ndarray, labels=None, indices=None) -> None:
@@ -156,15 +170,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             self.input_kind_ == "images" and self.image_shape_[0] == 1 and self.model_.pixels.binary
         )
 
+    def _intensity_applies(self) -> bool:
+        return self.input_kind_ == "images" and self.image_shape_[0] == 1
+
     def _configured_kind(self) -> str:
         return self.score_kind
 
     def _score_kind(self, score: str | None = None) -> str:
         """The score in use: `score`, else the detector's, with "auto" resolved."""
         score = score or self._configured_kind()
-        if score == "auto":
-            return "ratio" if self._ratio_applies() else "surprise"
-        return score
+        return "combined" if score == "auto" else score
 
     def _training_pixels(self) -> str:
         """The pixel mode the model is trained with (then it is the model's own)."""
@@ -193,36 +208,67 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         cfg.train.data = "<in-memory>"
         if self.epochs is not None:
             cfg.train.epochs = self.epochs
-        cfg.train.batch_size = min(cfg.train.batch_size, len(data))
         rng = np.random.default_rng(self.seed)
-        watch = rng.permutation(len(data))[: max(1, len(data) // 10)]
+        order = rng.permutation(len(data))
+        held_out = order[:0]
+        if self._score_kind() == "combined" and len(data) >= 20:
+            held_out = order[: min(REFERENCE_IMAGES, len(data) // 10)]
+        fit_idx = np.sort(order[len(held_out) :])
+        watch = order[len(held_out) :][: max(1, len(fit_idx) // 10)]
+        cfg.train.batch_size = min(cfg.train.batch_size, len(fit_idx))
         arrays = data.numpy()
         with tempfile.TemporaryDirectory(prefix="vaekit-detector-") as tmp:
-            train(cfg, tmp, progress=self.progress, dataset=Dataset("fit", arrays, arrays[watch]))
+            train(
+                cfg,
+                tmp,
+                progress=self.progress,
+                dataset=Dataset("fit", arrays[fit_idx], arrays[watch]),
+            )
             # Score where it trained: a GPU-trained conv detector is slow to score on a CPU.
             device = str(resolve_device(cfg.train.device))
             self.model_, self.config_, _ = load_checkpoint(tmp, map_location=device)
             self.training_metrics_ = read_metrics(Path(tmp))
-        self.background_ = None
-        if self._ratio_applies():
+        kind = self._score_kind()
+        fitted = data[fit_idx]
+        self.background_ = self.intensity_ = None
+        if self._ratio_applies() and kind in ("ratio", "combined"):
             self.background_ = fit_local_model(
-                data, self.model_.pixels, seed=self.seed, device=device
+                fitted, self.model_.pixels, seed=self.seed, device=device, progress=self.progress
             )
-        elif self._score_kind() == "ratio":
+        elif kind == "ratio":
             raise VaekitError(
                 "the ratio score needs single-channel images with binary pixels; this detector "
                 f"has {self.input_kind_} data and {self.model_.pixels.name} pixels"
             )
+        if self._intensity_applies() and kind in (*LOCAL_SCORES, "combined"):
+            self.intensity_ = self._fit_intensity(fitted, device)
+        elif kind in LOCAL_SCORES:
+            raise VaekitError(
+                f"the {kind} score needs single-channel images; this detector has "
+                f"{self.input_kind_} data shaped {tuple(data.shape[1:])}"
+            )
         self.reference_ = None
-        if self._score_kind() == "combined":
-            self.reference_ = self._fit_reference(data[watch[:REFERENCE_IMAGES]])
+        if kind == "combined":
+            # held-out normal examples; with fewer than 20 the training ones stand in
+            normal = data[held_out] if len(held_out) else data[:REFERENCE_IMAGES]
+            self.reference_ = self._fit_reference(normal)
         self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
         return self
+
+    def _fit_intensity(self, images: torch.Tensor, device: str = "cpu") -> LocalPixelModel:
+        """The local intensity model of the `local` scores, on up to INTENSITY_FIT_IMAGES."""
+        if len(images) > INTENSITY_FIT_IMAGES:
+            g = torch.Generator().manual_seed(self.seed)
+            images = images[torch.randperm(len(images), generator=g)[:INTENSITY_FIT_IMAGES]]
+        # 256 outputs per pixel need more updates than a small data set's 5 epochs give
+        return fit_local_model(
+            images, None, seed=self.seed, device=device, progress=self.progress, min_steps=200
+        )
 
     def _every_kind(self, data: torch.Tensor) -> dict[str, np.ndarray]:
         """Every score kind this model and data allow (bits), from the detector's inputs."""
         prepared = self.model_.pixels.prepare(data, train=False)
-        return all_scores(
+        scores = all_scores(
             copy.deepcopy(self.model_).double(),
             prepared,
             self.k,
@@ -230,12 +276,20 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             complexity=self.model_.pixels.images,
             background=self._background() if self._ratio_applies() else None,
         )
+        if self._intensity_applies():
+            scores.update(local_scores(self._intensity(), data))
+        return scores
 
-    def _fit_reference(self, normal: torch.Tensor) -> dict[str, tuple[float, float]]:
-        """Each kind's (median, robust scale) on normal examples: what `combined` tests."""
-        return fit_reference(self._every_kind(normal))
+    def _fit_reference(self, normal: torch.Tensor) -> dict[str, Any]:
+        """The quantiles of each combined kind's scores on normal examples (`calibration`)."""
+        scores = self._every_kind(normal)
+        combined = {k: v for k, v in scores.items() if k in COMBINED_KINDS}
+        # A blank image is more likely than any digit: too little surprise is anomalous for
+        # images. For tabular rows a point near the density's mode is a normal member.
+        upper = UPPER_TAILED if self.input_kind_ == "images" else (*UPPER_TAILED, "surprise")
+        return fit_reference(combined, upper=upper)
 
-    def _reference(self) -> dict[str, tuple[float, float]]:
+    def _reference(self) -> dict[str, Any]:
         """The combined score's reference; for a plain `vaekit train` run, measured once on
         up to REFERENCE_IMAGES of its training images and kept in the run folder."""
         if getattr(self, "reference_", None) is None:
@@ -261,6 +315,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             return combined_score(
                 self._every_kind(self._prepare(X, fitting=False)), self._reference()
             )
+        if kind in LOCAL_SCORES:
+            if not self._intensity_applies():
+                raise VaekitError(f"the {kind} score needs single-channel images")
+            return local_scores(self._intensity(), self._prepare(X, fitting=False))[kind]
         prepared = self.model_.pixels.prepare(self._prepare(X, fitting=False), train=False)
         # Scored in float64: float32 matmuls round differently for different batch sizes,
         # and an example's score must not depend on the examples scored beside it.
@@ -282,10 +340,25 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             self.background_ = fit_local_model(
                 train, self.model_.pixels, seed=self.seed, progress=self.progress
             )
-            run = getattr(self, "run_dir_", None)
-            if run is not None:
-                _save_background(run, self.background_)
+            self._keep_in_run(self.background_, BACKGROUND_FILE, BACKGROUND_SPEC_FILE)
         return self.background_
+
+    def _intensity(self) -> LocalPixelModel:
+        """The local intensity model, fitted once for a plain run folder as `_background`."""
+        if getattr(self, "intensity_", None) is None:
+            if getattr(self, "run_dir_", None) is None:
+                raise VaekitError(
+                    "this detector has no local intensity model (it was fitted for another "
+                    "score kind, or by vaekit 0.4); refit it with score_kind='combined'"
+                )
+            self.intensity_ = self._fit_intensity(load_splits(self.config_, "cpu").train)
+            self._keep_in_run(self.intensity_, INTENSITY_FILE, INTENSITY_SPEC_FILE)
+        return self.intensity_
+
+    def _keep_in_run(self, model: LocalPixelModel, weights: str, spec: str) -> None:
+        run = getattr(self, "run_dir_", None)
+        if run is not None:
+            _save_local_model(run, model, weights, spec)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Minus the anomaly score in bits: higher means more normal (scikit-learn's sign)."""
@@ -351,7 +424,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             state["image_shape"] = self.image_shape_
         bg = getattr(self, "background_", None)
         if bg is not None:
-            state["background"] = _save_background(path, bg)
+            state["background"] = _save_local_model(path, bg, BACKGROUND_FILE)
+        intensity = getattr(self, "intensity_", None)
+        if intensity is not None:
+            state["intensity"] = _save_local_model(path, intensity, INTENSITY_FILE)
         if getattr(self, "reference_", None) is not None:
             state["score_reference"] = self.reference_
         atomic_write_text(path / DETECTOR_FILE, json.dumps(state, indent=2))
@@ -378,9 +454,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             else:
                 det.image_shape_ = state["image_shape"]
             det.reference_ = state.get("score_reference")
-            det.background_ = None
+            det.background_ = det.intensity_ = None
             if "background" in state:
-                det.background_ = _load_background(path / BACKGROUND_FILE, state["background"])
+                det.background_ = _load_local_model(path / BACKGROUND_FILE, state["background"])
+            if "intensity" in state:
+                det.intensity_ = _load_local_model(path / INTENSITY_FILE, state["intensity"])
         else:
             det = cls(pixels=cfg.model.pixels)
             det.input_kind_ = "images" if model.pixels.images else "tabular"
@@ -393,12 +471,8 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             det.n_features_in_ = int(np.prod(det.image_shape_))
             # fitted on the run's training data the first time the ratio is asked for, and
             # kept beside the checkpoint from then on
-            det.background_ = None
-            spec = path / BACKGROUND_SPEC_FILE
-            if spec.exists() and (path / BACKGROUND_FILE).exists():
-                det.background_ = _load_background(
-                    path / BACKGROUND_FILE, json.loads(spec.read_text())
-                )
+            det.background_ = _load_kept(path, BACKGROUND_FILE, BACKGROUND_SPEC_FILE)
+            det.intensity_ = _load_kept(path, INTENSITY_FILE, INTENSITY_SPEC_FILE)
             ref = path / REFERENCE_FILE
             det.reference_ = json.loads(ref.read_text()) if ref.exists() else None
             det.run_dir_ = path
@@ -406,26 +480,39 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         return det
 
 
-def _save_background(folder: Path, bg: LocalPixelModel) -> dict[str, int]:
-    """Write the background model's weights and shape into `folder`, each atomically."""
+def _save_local_model(
+    folder: Path, model: LocalPixelModel, weights: str, spec_file: str | None = None
+) -> dict[str, int]:
+    """Write a local model's weights (and its shape, to `spec_file` if given) into
+    `folder`, each atomically; returns the shape."""
     from safetensors.torch import save
 
-    spec = {"kernel": bg.kernel, "width": bg.width, "depth": bg.depth}
-    atomic_write_bytes(folder / BACKGROUND_FILE, save(bg.state_dict()))
-    atomic_write_text(folder / BACKGROUND_SPEC_FILE, json.dumps(spec))
+    spec = {"kernel": model.kernel, "width": model.width, "depth": model.depth}
+    spec["levels"] = model.levels
+    atomic_write_bytes(folder / weights, save(model.state_dict()))
+    if spec_file is not None:
+        atomic_write_text(folder / spec_file, json.dumps(spec))
     return spec
 
 
-def _load_background(path: Path, spec: dict[str, int]) -> LocalPixelModel:
+def _load_local_model(path: Path, spec: dict[str, int]) -> LocalPixelModel:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        model = LocalPixelModel(spec["kernel"], spec["width"], spec["depth"])
+        model = LocalPixelModel(spec["kernel"], spec["width"], spec["depth"], spec.get("levels", 2))
         model.load_state_dict(load_file(str(path)))
     except (OSError, SafetensorError, RuntimeError, KeyError, TypeError) as e:
-        raise VaekitError(f"{path}: cannot load the detector's background model: {e}") from e
+        raise VaekitError(f"{path}: cannot load the detector's local pixel model: {e}") from e
     return model.eval()
+
+
+def _load_kept(folder: Path, weights: str, spec_file: str) -> LocalPixelModel | None:
+    """A local model kept in a plain run folder by an earlier call, if there is one."""
+    spec = folder / spec_file
+    if spec.exists() and (folder / weights).exists():
+        return _load_local_model(folder / weights, json.loads(spec.read_text()))
+    return None
 
 
 # inspect.signature(AnomalyDetector) would otherwise report the metaclass's (*args, **kwargs).

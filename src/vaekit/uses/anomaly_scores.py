@@ -9,6 +9,12 @@
 - ratio: surprise minus the surprise of a local background model fitted to the same data
   (`uses.background`): a likelihood ratio (Ren et al. 2019; Schirrmeister et al. 2020) that
   cancels what local pixel statistics explain and keeps what the model's global view adds;
+- local: -log2 p(x) of the 8-bit image under a local intensity model (`uses.background`, 256
+  levels, each pixel given its causal neighbourhood), which keeps what a binarized model
+  throws away: noise in the strokes, blur, resampling, brightness;
+- local-ink: the same model's surprise per pixel brighter than black (bits per pixel), how
+  typical the stroke's intensities are whatever its length (every pixel, for images without
+  a black background);
 - level-ratio (hierarchies): surprise minus the surprise under the top levels alone, every
   group but the bottom one inferred and the bottom one drawn from its prior: the likelihood
   ratio of Havtorn et al. (2021), which cancels the low-level statistics that dominate a
@@ -29,12 +35,19 @@ from PIL import Image
 from vaekit.errors import VaekitError
 from vaekit.evaluation import per_example
 from vaekit.models import LatentVariableModel
-from vaekit.uses.background import LocalPixelModel, local_log_prob
+from vaekit.uses.background import LocalPixelModel, intensities, local_log_prob
 
 SCORES = ("surprise", "elbo", "reconstruction", "complexity", "ratio", "level-ratio")
-# Kinds a detector offers: the model's own, and their calibrated combination
-# (`uses.calibration`, which needs the detector's reference scores of normal data).
-DETECTOR_SCORES = (*SCORES, "combined")
+LOCAL_SCORES = ("local", "local-ink")
+# Kinds a detector offers: the model's own, the local intensity model's, and their calibrated
+# combination (`uses.calibration`, which needs the detector's reference scores of normal data).
+DETECTOR_SCORES = (*SCORES, *LOCAL_SCORES, "combined")
+# What the combined score combines: elbo and reconstruction are left out as near copies of
+# surprise (they would count its evidence three times), level-ratio as measured not to help.
+COMBINED_KINDS = ("surprise", "complexity", "ratio", "local", "local-ink")
+# Kinds tested in their upper tail only: corrections made so that a simple input does not look
+# normal, whose low values are what normal data gives (the others are two-sided).
+UPPER_TAILED = ("complexity", "ratio")
 _LN2 = math.log(2.0)
 
 
@@ -80,6 +93,23 @@ def all_scores(
         x = model.pixels.values(prepared, train=False).cpu()
         out["ratio"] = out["surprise"] + (local_log_prob(background, x) / _LN2).numpy()
     return out
+
+
+@torch.no_grad()
+def local_scores(
+    model: LocalPixelModel, images: torch.Tensor, batch: int = 500
+) -> dict[str, np.ndarray]:
+    """`local` (bits per image) and `local-ink` (bits per pixel brighter than black) of uint8
+    images (N, 1, H, W) under a 256-level local intensity model."""
+    bits = torch.cat(
+        [
+            -model.log_prob_map(intensities(images[i : i + batch])).flatten(1) / _LN2
+            for i in range(0, len(images), batch)
+        ]
+    ).double()
+    ink = (images[:, 0] > 0).flatten(1)
+    per_ink = (bits * ink).sum(1) / ink.sum(1).clamp(min=1)
+    return {"local": bits.sum(1).numpy(), "local-ink": per_ink.numpy()}
 
 
 def anomaly_scores(

@@ -3,59 +3,127 @@
 An input can be anomalous in either direction: less likely than the data (noise, other
 objects) or more likely, simpler or smoother than it (blank, blurred or constant images,
 which a likelihood rates as *more* normal than real data; Nalisnick et al. 2019's typicality
-argument). Each score kind is therefore turned into a two-sided tail probability under the
-scores of normal data, and the kinds are combined into one p-value.
+argument). Each score kind is therefore turned into a tail probability under the scores of
+held-out normal data, two-sided for kinds where both directions are anomalous and upper for
+kinds that are already corrected for simplicity, and the kinds are combined into one score.
 
-- Per kind: a robust normal fit to the normal data's scores (median, and 1.4826 x the median
-  absolute deviation as the scale), z = (score - median) / scale, p = 2 * P(N(0,1) > |z|),
-  computed in log space so that far tails still rank (an empirical p-value would tie every
-  input beyond the reference set's extremes).
-- Combined: the harmonic mean of the kinds' p-values (Wilson 2019), which stays valid when
-  the p-values depend on each other, as these do (they come from one model); Fisher's method
-  assumes independence and would overstate the evidence.
+- Per kind, a quantile-normal transform: the reference scores' quantiles at the normal
+  probabilities of a grid of z values map a score to z by interpolation, so z is standard
+  normal under normal data whatever the shape of the kind's distribution (likelihoods are
+  skewed; a normal fit would call the long tail of normal data anomalous). Beyond the
+  reference's outer quantiles z continues linearly, with the slope of the outermost unit of
+  z: a normal tail of the locally fitted width, so that far tails still rank (an empirical
+  p-value would tie every input beyond the reference's extremes). Two-sided
+  p = 2 P(N(0,1) > |z|), upper p = P(N(0,1) > z), in log space.
+- Combined: Fisher's statistic -2 sum log p_k, which adds up evidence that several kinds
+  show a little of (a rotated digit is a little unlikely, a little unusual in its intensities
+  and a little less compressible) instead of keeping only the strongest kind, as the
+  harmonic mean of p-values does (measured: it ranks worse here). The kinds depend on each
+  other, so the statistic's chi-square law (independent p-values) does not hold; its tail
+  probability is taken from the same quantile-normal transform of the reference's own
+  statistics instead, so the combined p-value is calibrated too.
 - The combined score is -log2 of that p-value, in bits, higher = more anomalous, like every
   other score kind. Its threshold is still set by `calibrate` or `contamination`.
+
+A reference is JSON-ready: {"method": "fisher-1", "kinds": {kind: quantiles at `Z_GRID`},
+"upper": [upper-tailed kinds], "combined": quantiles of the statistic}. References saved by
+vaekit 0.4 ({kind: [median, robust scale]}) still score as they did: a normal fit per kind,
+two-sided, combined by the harmonic mean.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-MAD_TO_SD = 1.4826  # the MAD of a normal distribution times this is its standard deviation
+Z_GRID = np.linspace(-3.0, 3.0, 49)  # beyond ±3 a reference of 2,000 has too few points
+_TAIL_SPAN = 8  # grid steps (one unit of z) that set a tail's slope
+
+Reference = dict[str, Any]
 
 
-def fit_reference(scores: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
-    """(median, robust scale) of each score kind's values on normal data."""
-    out = {}
-    for kind, values in scores.items():
-        v = np.asarray(values, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if v.size < 2:
-            continue
-        med = float(np.median(v))
-        scale = MAD_TO_SD * float(np.median(np.abs(v - med)))
-        out[kind] = (med, max(scale, 1e-6 * max(1.0, abs(med))))
-    return out
+def _quantiles(values: np.ndarray) -> list[float] | None:
+    """The values' quantiles at the normal probabilities of `Z_GRID` (None if too few)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return None
+    q = np.quantile(v, norm.cdf(Z_GRID))
+    # strictly increasing, so that interpolation is defined where scores tie
+    spread = max(float(q[-1] - q[0]), 1e-6 * max(1.0, abs(float(np.median(v)))))
+    return (q + np.arange(len(q)) * (1e-9 * spread)).tolist()
 
 
-def log_two_sided_p(values: np.ndarray, median: float, scale: float) -> np.ndarray:
-    """log of 2 * P(N(0,1) > |z|) for z = (values - median) / scale (at most log 1)."""
-    z = np.abs((np.asarray(values, dtype=np.float64) - median) / scale)
-    return np.minimum(0.0, math.log(2.0) + norm.logsf(z))
+def fit_reference(scores: dict[str, np.ndarray], upper: tuple[str, ...] = ()) -> Reference:
+    """The combined score's reference from normal data's scores of each kind; kinds in
+    `upper` are tested in their upper tail only, the others in both."""
+    kinds = {k: q for k, v in scores.items() if (q := _quantiles(v)) is not None}
+    ref: Reference = {
+        "method": "fisher-1",
+        "kinds": kinds,
+        "upper": sorted(set(upper) & set(kinds)),
+    }
+    ref["combined"] = _quantiles(fisher_statistic(scores, ref))
+    return ref
 
 
-def combined_score(
-    scores: dict[str, np.ndarray], reference: dict[str, tuple[float, float]]
-) -> np.ndarray:
-    """-log2 of the harmonic mean of the two-sided p-values of every kind in `reference`."""
+def z_scores(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
+    """Standard-normal scores of `values` under a reference kind's quantiles."""
+    x = np.asarray(values, dtype=np.float64)
+    q = np.asarray(quantiles, dtype=np.float64)
+    if len(q) == 2:  # a vaekit 0.4 reference: (median, robust scale)
+        return (x - q[0]) / q[1]
+    z = np.interp(x, q, Z_GRID)
+    k = _TAIL_SPAN
+    with np.errstate(invalid="ignore"):  # inf - inf where a score is infinite
+        lo = Z_GRID[0] + (x - q[0]) * (Z_GRID[k] - Z_GRID[0]) / (q[k] - q[0])
+        hi = Z_GRID[-1] + (x - q[-1]) * (Z_GRID[-1] - Z_GRID[-1 - k]) / (q[-1] - q[-1 - k])
+    z = np.where(x < q[0], lo, np.where(x > q[-1], hi, z))
+    return np.where(np.isnan(x), np.inf, z)  # a score that is NaN is as far out as it gets
+
+
+def log_p(values: np.ndarray, quantiles: list[float], upper: bool = False) -> np.ndarray:
+    """log of the tail probability of the values' z scores: P(N(0,1) > z) when `upper`, else
+    2 P(N(0,1) > |z|) (at most log 1)."""
+    z = z_scores(values, quantiles)
+    if upper:
+        return norm.logsf(z)
+    return np.minimum(0.0, math.log(2.0) + norm.logsf(np.abs(z)))
+
+
+def log_two_sided_p(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
+    """log of 2 * P(N(0,1) > |z|) for the values' z scores (at most log 1)."""
+    return log_p(values, quantiles)
+
+
+def fisher_statistic(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
+    """-2 sum over the reference's kinds of log p (every kind must be in `scores`)."""
+    missing = [k for k in reference["kinds"] if k not in scores]
+    if missing or not reference["kinds"]:
+        raise ValueError(f"score kinds missing for the reference: {missing}")
+    upper = set(reference["upper"])
+    terms = [log_p(scores[k], q, k in upper) for k, q in reference["kinds"].items()]
+    return -2.0 * np.sum(terms, axis=0)
+
+
+def combined_score(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
+    """-log2 of the combined p-value: the upper tail of Fisher's statistic under the
+    reference's own statistics (a vaekit 0.4 reference: the harmonic mean of p-values)."""
+    if "kinds" not in reference:
+        return _harmonic_mean_score(scores, reference)
+    z = z_scores(fisher_statistic(scores, reference), reference["combined"])
+    return np.maximum(0.0, -norm.logsf(z) / math.log(2.0))
+
+
+def _harmonic_mean_score(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
+    """vaekit 0.4's combined score: -log2 of the harmonic mean of two-sided p-values."""
     kinds = [k for k in reference if k in scores]
     if not kinds:
         raise ValueError("no score kind in common with the reference")
-    log_p = np.stack([log_two_sided_p(scores[k], *reference[k]) for k in kinds])
-    # harmonic mean: L / sum(1/p), in logs
-    log_hm = math.log(len(kinds)) - logsumexp(-log_p, axis=0)
+    lp = np.stack([log_p(scores[k], reference[k]) for k in kinds])
+    log_hm = math.log(len(kinds)) - logsumexp(-lp, axis=0)  # L / sum(1/p), in logs
     return -np.minimum(0.0, log_hm) / math.log(2.0)
