@@ -505,9 +505,9 @@ _score_opt = click.option(
     "--score",
     "score",
     type=click.Choice(["auto", *DETECTOR_SCORES]),
-    help="[the detector's; auto: ratio for binary single-channel images, else surprise; "
-    "level-ratio needs a hierarchy; combined: every kind's two-sided tail probability "
-    "under normal data, combined by their harmonic mean]",
+    help="[the detector's; auto: combined, every kind's tail probability under held-out "
+    "normal data, combined by Fisher's method and calibrated again; level-ratio needs a "
+    "hierarchy]",
 )
 _k_opt = click.option("--k", "k", type=_POSITIVE, help="Importance samples for surprise [100].")
 

@@ -85,10 +85,12 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
     `score_samples` is minus the score in bits (higher = more normal); `predict` gives +1 for
     inliers and -1 for outliers against a threshold set from `contamination` on the training
     data, or by `calibrate(X_normal, quantile)` on held-out normal data.
-    `score_kind="auto"` (the default) is the likelihood ratio against a local background
-    model for single-channel binary-pixel images and the surprise otherwise; a fitted
-    detector says which in `_score_kind()`. `pixels` is the pixel mode the model is trained
-    with (images only; default dynamic-binary). Scoring runs on the device the VAE trained on.
+    `score_kind="auto"` (the default) is `combined`: every score kind the data allows, each
+    as a tail probability under normal examples held out of training (up to
+    REFERENCE_IMAGES, a tenth of X at most), combined by Fisher's method and calibrated again
+    (`uses.calibration`). Other kinds fit only what they need. `pixels` is the pixel mode the
+    model is trained with (images only; default dynamic-binary). Scoring runs on the device
+    the VAE trained on.
     The old name of `score_kind`, `score`, still works and warns.
     """
 
