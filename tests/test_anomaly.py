@@ -217,3 +217,21 @@ def test_ratio_needs_binary_single_channel_images(tabular_detector):
         AnomalyDetector(score_kind="ratio", overrides=TINY).fit(
             np.random.default_rng(0).random((20, 6))
         )
+
+
+def test_a_detector_saved_by_0_4_scores_as_it_was_fitted(tmp_path):
+    """vaekit 0.4 saved no intensity model and, for "auto", no reference: its "auto" meant the
+    ratio for binary single-channel images, and its threshold was set on that score."""
+    import json
+
+    normal = synthetic_digits(200, 12)
+    det = AnomalyDetector(score_kind="ratio", k=5, overrides=TINY).fit(normal)
+    det.save(tmp_path / "old")
+    state = json.loads((tmp_path / "old" / "detector.json").read_text())
+    state["params"]["score_kind"] = "auto"
+    (tmp_path / "old" / "detector.json").write_text(json.dumps(state))
+    old = AnomalyDetector.load(tmp_path / "old")
+    test = synthetic_digits(20, 12, seed=4)
+    assert old._score_kind() == "ratio"
+    assert np.array_equal(old.anomaly_score(test), det.anomaly_score(test, "ratio"))
+    assert np.array_equal(old.predict(test), det.predict(test))

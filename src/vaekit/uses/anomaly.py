@@ -278,7 +278,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             complexity=self.model_.pixels.images,
             background=self._background() if self._ratio_applies() else None,
         )
-        if self._intensity_applies():
+        if self._intensity_applies() and (
+            getattr(self, "intensity_", None) is not None
+            or getattr(self, "run_dir_", None) is not None
+        ):  # (a detector fitted by vaekit 0.4 has none, and its reference no local kinds)
             scores.update(local_scores(self._intensity(), data))
         return scores
 
@@ -286,10 +289,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         """The quantiles of each combined kind's scores on normal examples (`calibration`)."""
         scores = self._every_kind(normal)
         combined = {k: v for k, v in scores.items() if k in COMBINED_KINDS}
-        # A blank image is more likely than any digit: too little surprise is anomalous for
-        # images. For tabular rows a point near the density's mode is a normal member.
-        upper = UPPER_TAILED if self.input_kind_ == "images" else (*UPPER_TAILED, "surprise")
-        return fit_reference(combined, upper=upper)
+        return fit_reference(combined, upper=UPPER_TAILED)
 
     def _reference(self) -> dict[str, Any]:
         """The combined score's reference; for a plain `vaekit train` run, measured once on
@@ -461,6 +461,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
                 det.background_ = _load_local_model(path / BACKGROUND_FILE, state["background"])
             if "intensity" in state:
                 det.intensity_ = _load_local_model(path / INTENSITY_FILE, state["intensity"])
+            if det.score_kind == "auto" and det.reference_ is None:
+                # fitted by vaekit 0.4, whose "auto" was the ratio (binary single-channel
+                # images) or the surprise: it keeps scoring as it was fitted and thresholded
+                det.model_ = model
+                det.score_kind = "ratio" if det._ratio_applies() else "surprise"
         else:
             det = cls(pixels=cfg.model.pixels)
             det.input_kind_ = "images" if model.pixels.images else "tabular"

@@ -45,12 +45,14 @@ DETECTOR_SCORES = (*SCORES, *LOCAL_SCORES, "combined")
 # What the combined score combines: elbo and reconstruction are left out as near copies of
 # surprise (they would count its evidence three times), level-ratio as measured not to help.
 COMBINED_KINDS = ("surprise", "complexity", "ratio", "local", "local-ink")
-# Kinds tested in their upper tail only (the others are two-sided): ratio and complexity are
-# corrections made so that a simple input does not look normal, and local-ink is low for
-# clean, evenly inked strokes; blank, blurred or smoothed inputs show in surprise and local.
-# Measured on the corruption benchmark and three one-class digits: either tail of these adds
+# Kinds tested in their upper tail only. "Too simple" (blank, blurred, smoothed inputs) is
+# tested once, by the kinds made for it: `local` (two-sided: locally simpler or noisier than
+# the data) and `complexity` (a likelihood against a PNG length). Testing surprise's low tail
+# too would count that evidence twice in Fisher's sum (a simple input is likely under both
+# models); ratio is a correction for simplicity, and local-ink is low for clean, evenly inked
+# strokes. Measured on the corruption benchmark and three one-class digits: these tails add
 # more false alarms than detections.
-UPPER_TAILED = ("complexity", "ratio", "local-ink")
+UPPER_TAILED = ("surprise", "complexity", "ratio", "local-ink")
 _LN2 = math.log(2.0)
 
 
