@@ -235,3 +235,19 @@ def test_a_detector_saved_by_0_4_scores_as_it_was_fitted(tmp_path):
     assert old._score_kind() == "ratio"
     assert np.array_equal(old.anomaly_score(test), det.anomaly_score(test, "ratio"))
     assert np.array_equal(old.predict(test), det.predict(test))
+
+
+def test_the_default_on_an_8bit_run_combines_the_kinds_that_apply(tmp_path, npy_data):
+    """No ratio for 8-bit pixels (its background model is binary): the combined default uses
+    surprise, complexity and the local intensity scores, and flags blank images."""
+    from tests.conftest import tiny_config
+    from vaekit.training import train
+
+    run = train(tiny_config(npy_data, pixels="8bit", epochs=2), tmp_path / "run", progress=False)
+    det = AnomalyDetector.load(run)
+    test = synthetic_digits(30, 12, seed=3)
+    blank = np.zeros((10, 12, 12), np.uint8)
+    scores = det.anomaly_score(np.concatenate([test, blank]))
+    assert det._score_kind() == "combined" and np.isfinite(scores).all()
+    assert set(det.reference_["kinds"]) == {"surprise", "complexity", "local", "local-ink"}
+    assert scores[30:].min() > np.median(scores[:30])
