@@ -300,7 +300,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
                     "the combined score needs reference scores of normal data, measured when "
                     "a detector is fitted with score_kind='combined'; refit it with that"
                 )
-            train = load_splits(self.config_, torch.device("cpu")).train
+            train = self._run_training_images()
             g = torch.Generator().manual_seed(self.seed)
             pick = torch.randperm(len(train), generator=g)[:REFERENCE_IMAGES]
             self.reference_ = self._fit_reference(train[pick])
@@ -338,9 +338,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         data (the run's config says where that is), with a progress bar, and saved in the
         run folder (atomically) so that later calls load it."""
         if getattr(self, "background_", None) is None and self._ratio_applies():
-            train = load_splits(self.config_, torch.device("cpu")).train
             self.background_ = fit_local_model(
-                train, self.model_.pixels, seed=self.seed, progress=self.progress
+                self._run_training_images(),
+                self.model_.pixels,
+                seed=self.seed,
+                progress=self.progress,
             )
             self._keep_in_run(self.background_, BACKGROUND_FILE, BACKGROUND_SPEC_FILE)
         return self.background_
@@ -353,9 +355,16 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
                     "this detector has no local intensity model (it was fitted for another "
                     "score kind, or by vaekit 0.4); refit it with score_kind='combined'"
                 )
-            self.intensity_ = self._fit_intensity(load_splits(self.config_, "cpu").train)
+            self.intensity_ = self._fit_intensity(self._run_training_images())
             self._keep_in_run(self.intensity_, INTENSITY_FILE, INTENSITY_SPEC_FILE)
         return self.intensity_
+
+    def _run_training_images(self) -> torch.Tensor:
+        """A plain run folder's training split, read once: the background model, the
+        intensity model and the reference all learn from it on a first `vaekit score`."""
+        if getattr(self, "_run_train", None) is None:
+            self._run_train = load_splits(self.config_, torch.device("cpu")).train
+        return self._run_train
 
     def _keep_in_run(self, model: LocalPixelModel, weights: str, spec: str) -> None:
         run = getattr(self, "run_dir_", None)

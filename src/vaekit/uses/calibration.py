@@ -95,11 +95,6 @@ def log_p(values: np.ndarray, quantiles: list[float], upper: bool = False) -> np
     return np.minimum(0.0, math.log(2.0) + norm.logsf(np.abs(z)))
 
 
-def log_two_sided_p(values: np.ndarray, quantiles: list[float]) -> np.ndarray:
-    """log of 2 * P(N(0,1) > |z|) for the values' z scores (at most log 1)."""
-    return log_p(values, quantiles)
-
-
 def fisher_statistic(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
     """-2 sum over the reference's kinds of log p (every kind must be in `scores`)."""
     missing = [k for k in reference["kinds"] if k not in scores]
