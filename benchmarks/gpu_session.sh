@@ -5,7 +5,9 @@
 #   tests        the CUDA tests (tests/test_devices.py)
 #   determinism  the CUDA resume test again with torch's deterministic algorithms
 #   8bit         the hvae-8bit compression model trained on the GPU; its weights come back
-#   conv         benchmarks/mnist_nll.py for hvae-conv on the GPU
+#   conv         benchmarks/mnist_nll.py for hvae-conv on the GPU, its epochs fitted to
+#                CONV_TRAIN_S seconds and its K=5000 test images to CONV_EVAL_S; its
+#                weights come back
 #   fashion      the hvae preset trained on Fashion-MNIST (the anomaly benchmark's
 #                Fashion -> MNIST direction); its weights come back
 #   VAEKIT_DATA=.gpudata STEPS="tests 8bit" bash benchmarks/gpu_session.sh
@@ -43,7 +45,7 @@ for step in $STEPS; do
     case $step in
     tests)
         timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_devices.py 2>&1 \
-            | tail -15 | tee "$OUT/cuda_tests.txt" ;;
+            | tee "$OUT/cuda_tests.txt" | tail -15 ;;
     determinism)
         CUBLAS_WORKSPACE_CONFIG=:4096:8 timeout 60 python3 -c "
 import sys, torch, pytest
@@ -57,10 +59,14 @@ sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/test_devices.py', '
         train_timed hvae-fashion "${FASHION_S:-190}" --preset hvae --data fashion-mnist \
             --set train.device=cuda --set train.epochs="${FASHION_EPOCHS:-60}" ;;
     conv)
-        timeout "${CONV_S:-250}" python3 benchmarks/mnist_nll.py --presets hvae-conv \
-            --device cuda --epochs "${CONV_EPOCHS:-40}" --out /tmp/bench > "$OUT/hvae_conv.txt" 2>&1
-        echo "hvae-conv exit $?" >> "$OUT/hvae_conv.txt"
-        cp benchmarks/results/mnist_nll.jsonl "$OUT/" 2>/dev/null ;;
+        timeout "${CONV_S:-420}" python3 benchmarks/mnist_nll.py --presets hvae-conv \
+            --device cuda --train-seconds "${CONV_TRAIN_S:-240}" --eval-seconds \
+            "${CONV_EVAL_S:-90}" --out /tmp/bench 2>&1 | tr '\r' '\n' \
+            | grep -v 'step/s\|img/s]' > "$OUT/hvae_conv.txt"
+        echo "hvae-conv exit ${PIPESTATUS[0]}" >> "$OUT/hvae_conv.txt"
+        tail -1 benchmarks/results/mnist_nll.jsonl > "$OUT/mnist_nll_row.json"
+        run=$(ls -d /tmp/bench/mnist-hvae-conv-* | grep -v probe | tail -1)
+        [ -n "$run" ] && export_weights "$run" hvae-conv ;;
     esac
 done
 ls -la "$OUT"

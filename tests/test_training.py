@@ -107,6 +107,23 @@ def test_every_pixel_mode_trains_and_evaluates(tmp_path, npy_data, pixels):
     assert ("note" in res) == (pixels == "expected-binary")
 
 
+def test_log_px_standard_error_is_the_spread_over_test_images(tmp_path, npy_data):
+    from vaekit.data.splits import load_splits
+    from vaekit.evaluation import evaluate, per_example
+
+    run = train(tiny_config(npy_data, epochs=1), tmp_path / "run", progress=False)
+    model, cfg, _ = load_checkpoint(run)
+    test = load_splits(cfg, torch.device("cpu")).test
+    res = evaluate(model, test, k=10, batch_size=7)
+    log_px = per_example(model, test, k=10)["log_px"]
+    assert res["log_px"] == pytest.approx(log_px.mean().item(), rel=1e-9)
+    assert res["log_px_stderr"] == pytest.approx(
+        (log_px.std() / len(log_px) ** 0.5).item(), rel=1e-6
+    )
+    assert res["log_px_stderr"] > 0
+    assert evaluate(model, test, k=0)["log_px_stderr"] is None
+
+
 def test_conv_architecture_trains_on_odd_sizes(tmp_path):
     import numpy as np
 
@@ -149,3 +166,22 @@ def test_resume_with_other_settings_says_they_were_ignored(tmp_path, npy_data, c
     row = _metrics(run)[-1]
     assert "ignored: train.lr" in row["warnings"][0]
     assert "ignored: train.lr" in capsys.readouterr().err
+
+
+def test_learning_rate_ramps_in_then_follows_the_cosine():
+    from vaekit.config import Config
+    from vaekit.training import learning_rate
+
+    cfg = Config()
+    cfg.train.lr, cfg.train.lr_final = 1e-3, 1e-4
+    cosine = [learning_rate(cfg, s, 100) for s in range(100)]
+    assert cosine[0] == pytest.approx(1e-3) and cosine[-1] == pytest.approx(1e-4, rel=0.01)
+    cfg.train.lr_warmup_steps = 10
+    ramped = [learning_rate(cfg, s, 100) for s in range(100)]
+    # linear from lr/10 to the cosine's value at step 9, then the cosine unchanged
+    assert ramped[0] == pytest.approx(cosine[0] / 10)
+    assert ramped[4] == pytest.approx(cosine[4] / 2)
+    assert ramped[9] == pytest.approx(cosine[9])
+    assert ramped[10:] == cosine[10:]
+    assert all(a < b for a, b in zip(ramped[:9], ramped[1:10], strict=True))
+

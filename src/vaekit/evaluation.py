@@ -160,13 +160,14 @@ def evaluate(
         if per_dim_known
         else torch.zeros(sum(dims), dtype=torch.float64)
     )
-    # Sums that add up across ranks: n, reconstruction, KL, log p(x), KL per group, KL per
-    # dim, E[mu], E[mu^2].
+    # Sums that add up across ranks: n, reconstruction, KL, log p(x), log p(x)^2, KL per
+    # group, KL per dim, E[mu], E[mu^2].
     head = [
         float(images.shape[0]),
         terms["reconstruction"].sum().item(),
         terms["kl"].sum().item(),
         terms["log_px"].sum().item() if "log_px" in terms else 0.0,
+        (terms["log_px"] ** 2).sum().item() if "log_px" in terms else 0.0,
     ] + [g.sum().item() for g in terms["group_kl"]]
     sums = torch.cat(
         [
@@ -180,8 +181,9 @@ def evaluate(
         distributed.all_reduce_(sums)
     n = int(sums[0].item())
     rec, kl, log_px_sum = (sums[1] / n).item(), (sums[2] / n).item(), sums[3].item()
-    g_kl = (sums[4 : 4 + len(dims)] / n).tolist()
-    d, off = sum(dims), 4 + len(dims)
+    log_px_sq = sums[4].item()
+    g_kl = (sums[5 : 5 + len(dims)] / n).tolist()
+    d, off = sum(dims), 5 + len(dims)
     kl_dim_mean = sums[off : off + d] / n
     mu_sum, mu2_sum = sums[off + d : off + 2 * d], sums[off + 2 * d :]
     activity = (mu2_sum - mu_sum**2 / n) / max(1, n - 1)
@@ -235,9 +237,16 @@ def evaluate(
         )
     if k > 0:
         log_px = log_px_sum / n
-        out.update(log_px=log_px, jensen_gap=log_px - out["elbo"], bits_per_dim=bpd(log_px))
+        # the spread over images, not over samples: how far another test set could move it
+        var = max(0.0, log_px_sq - n * log_px**2) / max(1, n - 1)
+        out.update(
+            log_px=log_px,
+            log_px_stderr=math.sqrt(var / n),
+            jensen_gap=log_px - out["elbo"],
+            bits_per_dim=bpd(log_px),
+        )
     else:
-        out.update(log_px=None, jensen_gap=None, bits_per_dim=None)
+        out.update(log_px=None, log_px_stderr=None, jensen_gap=None, bits_per_dim=None)
     if model.pixels.note:
         out["note"] = model.pixels.note
     if offset:

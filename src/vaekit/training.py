@@ -40,10 +40,15 @@ from vaekit.runs import append_metrics, collapse_note, truncate_metrics, write_c
 
 
 def learning_rate(config: Config, step: int, total_steps: int) -> float:
-    """Cosine decay from lr to lr_final over the whole run."""
+    """Cosine decay from lr to lr_final over the whole run, after a linear ramp from 0 over
+    the first `lr_warmup_steps` (Adam's first updates move every weight by about lr at once,
+    which a deep unnormalised convolutional stack does not survive at full rate)."""
     t = config.train
     frac = min(1.0, step / max(1, total_steps))
-    return t.lr_final + 0.5 * (t.lr - t.lr_final) * (1.0 + math.cos(math.pi * frac))
+    lr = t.lr_final + 0.5 * (t.lr - t.lr_final) * (1.0 + math.cos(math.pi * frac))
+    if step < t.lr_warmup_steps:
+        lr *= (step + 1) / t.lr_warmup_steps
+    return lr
 
 
 def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
