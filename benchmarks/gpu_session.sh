@@ -3,6 +3,7 @@
 # has its own time limit, so that a slow one leaves the others their turn; outputs land in
 # $OUT. STEPS picks the steps (default: tests 8bit conv):
 #   tests        the CUDA tests (tests/test_devices.py)
+#   trace        where the exact coder's CPU and CUDA files part ways (exact_device_trace.py)
 #   determinism  the CUDA resume test again with torch's deterministic algorithms
 #   8bit         the hvae-8bit compression model trained on the GPU; its weights come back
 #   conv         benchmarks/mnist_nll.py for hvae-conv on the GPU, its epochs fitted to
@@ -46,6 +47,11 @@ for step in $STEPS; do
     tests)
         timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_devices.py 2>&1 \
             | tee "$OUT/cuda_tests.txt" | tail -15 ;;
+    trace)
+        for case in "vae 8bit" "hvae 8bit" "vae static-binary"; do
+            set -- $case
+            timeout 60 python3 benchmarks/exact_device_trace.py --family "$1" --pixels "$2" 2>&1
+        done | tee "$OUT/exact_trace.txt" ;;
     determinism)
         CUBLAS_WORKSPACE_CONFIG=:4096:8 timeout 60 python3 -c "
 import sys, torch, pytest
