@@ -114,3 +114,33 @@ def test_calls_without_an_exact_implementation_are_refused():
         torch.randn(3)
     with ex.ExactArithmetic(), pytest.raises(ex.InexactOperation, match="exponent"):
         torch.ones(3) ** 1.5
+
+
+def test_division_by_a_number_reaches_the_kernel_as_a_tensor_on_the_dividends_device():
+    """CUDA divides by a number as a product with its reciprocal (194 / 255 came out one
+    unit in the last place off on an H200, so 8-bit files written on one device did not
+    match the other's); a tensor divisor gets IEEE division everywhere."""
+    from torch.overrides import TorchFunctionMode
+
+    class Divisors(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("div", "div_") and len(args) > 1:
+                self.seen.append(args[1])
+            return func(*args, **(kwargs or {}))
+
+    x = torch.arange(256, dtype=torch.float32)
+    with Divisors() as outer, ex.ExactArithmetic():
+        quotients = [x / 255.0, torch.div(x, 255), x.div(torch.tensor(255.0)), x.clone().div_(255)]
+        y = x.clone()
+        y /= 255.0
+        halves = torch.arange(5) / 2  # an integer dividend still divides truly
+    quotients.append(y)
+    assert halves.dtype == torch.float32 and halves.tolist() == [0, 0.5, 1, 1.5, 2]
+    assert len(outer.seen) == 6
+    assert all(isinstance(d, torch.Tensor) and d.device == x.device for d in outer.seen)
+    for q in quotients:  # correctly rounded: the float64 quotient rounded once to float32
+        assert torch.equal(q, (x.double() / 255).float())

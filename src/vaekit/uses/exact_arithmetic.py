@@ -477,11 +477,29 @@ def _h_rsub(a, b, *, alpha=1):
     return b - a if alpha == 1 else b - a * alpha
 
 
+def _tensor_divisor(a, b):
+    """b as a tensor on a's device: CUDA divides by a number (or a CPU scalar tensor) as a
+    product with its reciprocal, which rounds twice (194 / 255 came out one unit in the
+    last place above the CPU's correctly rounded quotient), while a tensor divisor takes
+    IEEE division on every device."""
+    if isinstance(a, torch.Tensor) and (
+        not isinstance(b, torch.Tensor) or (b.dim() == 0 and b.device != a.device)
+    ):
+        return torch.full((), b, dtype=torch.result_type(a, b), device=a.device)
+    return b
+
+
 def _h_div(a, b, *, rounding_mode=None, out=None):
     _no_out({"out": out})
     if rounding_mode is not None:
         raise InexactOperation("division with a rounding mode is not supported")
-    return a / b
+    return torch.div(a, _tensor_divisor(a, b))
+
+
+def _h_div_(a, b, *, rounding_mode=None):
+    if rounding_mode is not None:
+        raise InexactOperation("division with a rounding mode is not supported")
+    return a.div_(_tensor_divisor(a, b))
 
 
 def _h_addcmul(x, t1, t2, *, value=1, out=None):
@@ -608,8 +626,8 @@ abs neg negative round floor ceil trunc sign maximum minimum max min amax amin e
 ge __eq__ __ne__ __lt__ __le__ __gt__ __ge__ __and__ __or__ __invert__ __xor__ logical_and
 logical_or logical_not isfinite isnan isinf any all masked_fill masked_fill_ fill_ copy_
 index_select gather narrow select requires_grad_ nan_to_num frexp add mul __add__ __radd__
-__iadd__ __mul__ __rmul__ __imul__ sub __sub__ __rsub__ __isub__ __neg__ __abs__ truediv
-__truediv__ __rtruediv__ __itruediv__ div_ sqrt reciprocal square __lshift__ __rshift__
+__iadd__ __mul__ __rmul__ __imul__ sub __sub__ __rsub__ __isub__ __neg__ __abs__
+__rtruediv__ sqrt reciprocal square __lshift__ __rshift__
 bitwise_left_shift bitwise_right_shift long_ mul_ add_ sub_ numel storage_offset stride
 is_contiguous data_ptr untyped_storage element_size __get__ _set_grad_enabled
 """.split()
@@ -628,7 +646,8 @@ def _build_handlers() -> tuple[dict, set]:
     _bind(table, ["add"], _h_add)
     _bind(table, ["sub", "subtract"], _h_sub)
     _bind(table, ["rsub"], _h_rsub)
-    _bind(table, ["div", "divide", "true_divide"], _h_div)
+    _bind(table, ["div", "divide", "true_divide", "truediv", "__truediv__"], _h_div)
+    _bind(table, ["div_", "__itruediv__"], _h_div_)
     _bind(table, ["addcmul"], _h_addcmul)
     _bind(table, ["pow", "__pow__"], _h_pow)
     _bind(table, ["sum"], _h_sum)
