@@ -50,7 +50,9 @@ def test_resume_is_exact_on_cuda(tmp_path, npy_data):
 def test_a_file_written_on_one_device_decodes_on_the_other(family, pixels):
     """Encode on the CPU and decode on CUDA, and the other way round (issue 14): with
     exact arithmetic (format 5) both devices write the same bytes. (The float coder of
-    vaekit <= 0.3 failed this both ways on an H100, torch 2.11+cu130, 2026-11-27.)"""
+    vaekit <= 0.3 failed this both ways on an H100, torch 2.11+cu130, 2026-11-27; the exact
+    coder failed the 8-bit cases on an H200 until division by a number was made IEEE on
+    CUDA, and passed all four there after it, 2026-11-27 12:36 UTC.)"""
     import copy
 
     import numpy as np
