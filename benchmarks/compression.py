@@ -132,6 +132,10 @@ def main() -> None:
     ap.add_argument("--model-8bit", help="run folder [trains the mlp-8bit preset]")
     ap.add_argument("--model-binary", help="run folder [trains the mlp preset]")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--kinds", nargs="+", default=["8bit", "binary"], choices=["8bit", "binary"],
+        help="which data to code [both]",
+    )
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--ideal-k", type=int, default=100)
     ap.add_argument("--ideal-n", type=int, default=1000)
@@ -155,9 +159,13 @@ def main() -> None:
 
     results = {}
     for kind, run, images in (
-        ("8bit", args.model_8bit or trained("mlp-8bit", args.threads), test),
-        ("binary", args.model_binary or trained("mlp", args.threads), binary),
+        ("8bit", args.model_8bit or "mlp-8bit", test),
+        ("binary", args.model_binary or "mlp", binary),
     ):
+        if kind not in args.kinds:
+            continue
+        if run in ("mlp-8bit", "mlp"):
+            run = trained(run, args.threads)
         model, cfg, _ = load_checkpoint(run)
         payload = images.tobytes() if kind == "8bit" else np.packbits(images).tobytes()
         gen = generic_rows(images[:, 0] * (255 if kind == "binary" else 1), payload, True)
@@ -198,8 +206,8 @@ def main() -> None:
         print(f"\n{kind} MNIST test ({len(images)} images), bits/dim:")
         print(
             f"  vaekit bits-back ANS      {vk['bits_per_dim']:.4f}  (model -ELBO "
-            f"{vk['neg_elbo_bits_per_dim']:.4f}, -log p(x) {vk['neg_log_px_bits_per_dim']:.4f} "
-            f"[{vk['log_px_estimator']}])  compress {vk['compress_images_per_s']:.0f} img/s, "
+            f"{vk['neg_elbo_bits_per_dim']:.4f}, -log p(x) {vk['neg_log_px_bits_per_dim'] or 0:.4f} "
+            f"[{vk['log_px_estimator'] if args.ideal_n else 'not estimated'}])  compress {vk['compress_images_per_s']:.0f} img/s, "
             f"decompress {vk['decompress_images_per_s']:.0f} img/s"
         )
         for name, v in sorted(gen.items(), key=lambda kv: kv[1]):
