@@ -485,7 +485,8 @@ def _tensor_divisor(a, b):
     if isinstance(a, torch.Tensor) and (
         not isinstance(b, torch.Tensor) or (b.dim() == 0 and b.device != a.device)
     ):
-        return torch.full((), b, dtype=torch.result_type(a, b), device=a.device)
+        value = b.item() if isinstance(b, torch.Tensor) else b
+        return torch.full((), value, dtype=torch.result_type(a, b), device=a.device)
     return b
 
 
