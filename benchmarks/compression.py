@@ -133,7 +133,10 @@ def main() -> None:
     ap.add_argument("--model-binary", help="run folder [trains the mlp preset]")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
-        "--kinds", nargs="+", default=["8bit", "binary"], choices=["8bit", "binary"],
+        "--kinds",
+        nargs="+",
+        default=["8bit", "binary"],
+        choices=["8bit", "binary"],
         help="which data to code [both]",
     )
     ap.add_argument("--n", type=int, default=10000)
@@ -204,10 +207,12 @@ def main() -> None:
             "model_config": cfg.to_dict(),
         }
         print(f"\n{kind} MNIST test ({len(images)} images), bits/dim:")
+        lp = vk["neg_log_px_bits_per_dim"]
+        lp_text = f"{lp:.4f} [{vk['log_px_estimator']}]" if lp is not None else "not estimated"
         print(
             f"  vaekit bits-back ANS      {vk['bits_per_dim']:.4f}  (model -ELBO "
-            f"{vk['neg_elbo_bits_per_dim']:.4f}, -log p(x) {vk['neg_log_px_bits_per_dim'] or 0:.4f} "
-            f"[{vk['log_px_estimator'] if args.ideal_n else 'not estimated'}])  compress {vk['compress_images_per_s']:.0f} img/s, "
+            f"{vk['neg_elbo_bits_per_dim']:.4f}, -log p(x) {lp_text})  compress "
+            f"{vk['compress_images_per_s']:.0f} img/s, "
             f"decompress {vk['decompress_images_per_s']:.0f} img/s"
         )
         for name, v in sorted(gen.items(), key=lambda kv: kv[1]):

@@ -23,6 +23,7 @@ from torch.overrides import TorchFunctionMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import tiny_model  # noqa: E402
 from tests.test_hierarchical import hvae  # noqa: E402
+
 from vaekit.uses.compression import compress  # noqa: E402
 
 
@@ -93,8 +94,10 @@ def main() -> None:
         images = (rng.random((args.n, *shape)) < 0.3).astype(np.uint8)
     a, ta = _run(cpu, images)
     b, tb = _run(gpu, images)
-    print(f"{args.family}/{args.pixels}: {len(ta.calls)} and {len(tb.calls)} traced calls; "
-          f"files {'identical' if a == b else 'DIFFER'} ({len(a)} / {len(b)} bytes)")
+    print(
+        f"{args.family}/{args.pixels}: {len(ta.calls)} and {len(tb.calls)} traced calls; "
+        f"files {'identical' if a == b else 'DIFFER'} ({len(a)} / {len(b)} bytes)"
+    )
     first = next(
         (i for i, (x, y) in enumerate(zip(ta.calls, tb.calls, strict=False)) if x != y), None
     )
@@ -116,7 +119,9 @@ def main() -> None:
             row = [f"out cpu {oa.reshape(-1)[k].item()!r} cuda {ob.reshape(-1)[k].item()!r}"]
             for n, (ia, ib) in enumerate(zip(ins_a, ins_b, strict=False)):
                 if ia.shape == oa.shape:
-                    row.append(f"in{n} cpu {ia.reshape(-1)[k].item()!r} cuda {ib.reshape(-1)[k].item()!r}")
+                    row.append(
+                        f"in{n} cpu {ia.reshape(-1)[k].item()!r} cuda {ib.reshape(-1)[k].item()!r}"
+                    )
             print("   ", "; ".join(row))
     for n, (ia, ib) in enumerate(zip(ins_a, ins_b, strict=False)):
         same = ia.shape == ib.shape and bool((ia == ib).all())

@@ -52,10 +52,12 @@ def main() -> None:
         if args.epochs:
             cfg.train.epochs = args.epochs
         run = Path(args.out) / f"mnist-{name}-{int(time.time())}"
-        probe_s = None
+        budget_s = None
         if args.train_seconds:
-            cfg.train.epochs = _epochs_within(cfg, args.train_seconds, run.with_name(run.name + "-probe"))
-            probe_s = args.train_seconds
+            cfg.train.epochs = _epochs_within(
+                cfg, args.train_seconds, run.with_name(run.name + "-probe")
+            )
+            budget_s = args.train_seconds
         t0 = time.perf_counter()
         train(cfg, run, progress=True)
         train_s = time.perf_counter() - t0
@@ -81,7 +83,7 @@ def main() -> None:
             "eval_images": len(test),
             "elbo_all_test": None if full is None else full["elbo"],
             "log_px_stderr": res.get("log_px_stderr"),
-            "train_budget_s": probe_s,
+            "train_budget_s": budget_s,
             "elbo": res["elbo"],
             "reconstruction": res["reconstruction"],
             "kl": res["kl"],

@@ -184,4 +184,3 @@ def test_learning_rate_ramps_in_then_follows_the_cosine():
     assert ramped[9] == pytest.approx(cosine[9])
     assert ramped[10:] == cosine[10:]
     assert all(a < b for a, b in zip(ramped[:9], ramped[1:10], strict=True))
-
