@@ -110,6 +110,43 @@ def test_importance_sampled_log_px_agrees_with_quadrature():
     assert torch.allclose(from_prior, exact, atol=0.01), (from_prior - exact).abs().max()
 
 
+def test_vampprior_on_the_top_group_is_a_proper_prior():
+    """A VampPrior over the top group: its density is the mean of the pseudo-inputs' top
+    posteriors; IS log p(x) with q as proposal agrees with sampling the prior itself; the
+    ELBO stays below both; and the pseudo-inputs learn."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        family="hvae", latent_groups=[1, 1], group_width=8, hidden=[16],
+        image_shape=[1, 2, 2], prior="vamp", prior_components=3,
+    )  # fmt: skip
+    model = HierarchicalVAE(cfg).double()
+    with torch.no_grad():
+        model.prior.pseudo_inputs.uniform_(0, 1)
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    z = torch.randn(50, 1, dtype=torch.float64)
+    q = model.posterior_of_inputs(model.prior.inputs())
+    by_hand = torch.logsumexp(q.log_prob(z[:, None, :]), 1) - math.log(3)
+    prior, _ = model._prior(0, model._start((1,)))
+    assert torch.allclose(prior.log_prob(z), by_hand)
+    images = torch.tensor(
+        [[(i >> b) & 1 for b in range(4)] for i in range(16)], dtype=torch.float64
+    ).view(16, 1, 2, 2)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        estimate = importance_sampled_log_px(model, images, 20_000)
+        lw, _ = model.log_weights(images, 20_000, posterior_groups=0)
+        # the expected ELBO: the top group's KL is a one-sample Monte-Carlo estimate
+        bound = elbo(model, images.repeat(4000, 1, 1, 1)).elbo.view(4000, 16).mean(0)
+    from_prior = torch.logsumexp(lw, 0) - math.log(20_000)
+    assert float(torch.logsumexp(from_prior, 0)) == pytest.approx(0.0, abs=0.01)
+    assert torch.allclose(estimate, from_prior, atol=0.03), (estimate - from_prior).abs().max()
+    assert (bound < estimate).all()
+    loss = -elbo(model, images).elbo.mean()
+    loss.backward()
+    assert model.prior.pseudo_inputs.grad.abs().sum() > 0
+
+
 def test_temperature_per_group():
     model = hvae()
     with pytest.raises(ValueError, match="3 latent groups"):
@@ -149,11 +186,12 @@ def test_top_level_likelihood_is_a_proper_bound_of_its_own():
         assert torch.isfinite(lw).all()
 
 
-def test_config_needs_groups_and_refuses_a_vampprior():
+def test_config_needs_groups_and_a_prior_the_family_can_build():
     with pytest.raises(VaekitError, match="latent_groups"):
         validate(Config(ModelConfig(family="hvae")))
-    with pytest.raises(VaekitError, match="VampPrior"):
-        validate(Config(ModelConfig(family="hvae", latent_groups=[4], prior="vamp")))
+    with pytest.raises(VaekitError, match="cannot be 'vamp'"):  # no encoder for its top level
+        validate(Config(ModelConfig(family="bitswap", latent_groups=[4], prior="vamp")))
+    validate(Config(ModelConfig(family="hvae", latent_groups=[4], prior="vamp")))
     with pytest.raises(VaekitError, match="latent_groups"):
         validate(Config(ModelConfig(family="hvae", latent_groups=[4, 0])))
     validate(Config(ModelConfig(family="hvae", latent_groups=[4], prior="mog")))

@@ -13,6 +13,7 @@ from vaekit.data.pixels import pixel_mode
 from vaekit.distributions import make_likelihood
 from vaekit.models.base import LatentVariableModel
 from vaekit.nets import ARCHITECTURES
+from vaekit.priors import PRIORS
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 # Log-variances of conditional priors and posteriors inside a hierarchy are bounded smoothly
@@ -78,8 +79,8 @@ class LatentHierarchy(LatentVariableModel):
                 f"the {cls.family} family needs model.latent_groups, e.g. "
                 f"{cls.example_groups} (top first)"
             )
-        if config.prior == "vamp":
-            return f"the {cls.family} family's top prior cannot be a VampPrior; use another"
+        if PRIORS.get(config.prior).needs_encoder and not hasattr(cls, "posterior_of_inputs"):
+            return f"the {cls.family} family's top prior cannot be {config.prior!r}; use another"
         return None
 
     @property

@@ -131,13 +131,22 @@ class HierarchicalVAE(LatentHierarchy):
 
     def bottom_up(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features u_l for each group (top first), each (B, W)."""
-        a, b = self.encoder(self.likelihood.encoder_input(x))
+        return self._features(self.likelihood.encoder_input(x))
+
+    def _features(self, u: torch.Tensor) -> list[torch.Tensor]:
+        a, b = self.encoder(u)
         u = torch.cat([a, b], -1)
         feats = []
         for net, norm in zip(reversed(self.up), reversed(self.feature_norms), strict=True):
             u = net(u)
             feats.append(norm(u))
         return feats[::-1]
+
+    def posterior_of_inputs(self, u: torch.Tensor) -> Independent:
+        """q(z_top | ·) for inputs already in the encoder's space: the components of a
+        VampPrior on the top group (Tomczak & Welling 2018 use it on a two-level model)."""
+        h = self._start((u.shape[0],))
+        return self._posterior(0, h, self._features(u)[0], None)
 
     def _prior(self, i: int, h: torch.Tensor) -> tuple[Distribution, bool]:
         """p(z_i | z_<i in top-down order) and whether its KL is analytic per dimension."""
@@ -147,7 +156,9 @@ class HierarchicalVAE(LatentHierarchy):
         mean, logvar = full_precision(self.prior_nets[i](h)).chunk(2, -1)
         return diagonal_gaussian(mean, soft_bound(logvar)), True
 
-    def _posterior(self, i: int, h: torch.Tensor, u: torch.Tensor, p: Distribution) -> Independent:
+    def _posterior(
+        self, i: int, h: torch.Tensor, u: torch.Tensor, p: Distribution | None
+    ) -> Independent:
         hu = torch.cat([h, u], -1)
         dmean, dlogvar = full_precision(self.posterior_nets[i](hu)).chunk(2, -1)
         if i == 0:  # the configured prior may be a mixture: q is parametrized directly

@@ -22,10 +22,12 @@ class Prior(nn.Module):
     `distribution(model)` may use the model (a VampPrior encodes its pseudo-inputs with the
     model's encoder). `analytic_kl` says whether KL(q || p) against a diagonal Gaussian
     posterior has a closed form per dimension; without it the KL is estimated by Monte Carlo
-    and has no per-dimension split.
+    and has no per-dimension split. `needs_encoder` says that the prior's distribution calls
+    the model's `posterior_of_inputs` (a model without it cannot take this prior).
     """
 
     analytic_kl: bool = False
+    needs_encoder: bool = False
 
     def __init__(self, latent_dim: int):
         super().__init__()

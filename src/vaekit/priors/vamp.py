@@ -27,6 +27,7 @@ class VampPrior(Prior):
     """A uniform mixture of the posteriors of `components` learned pseudo-inputs."""
 
     analytic_kl = False
+    needs_encoder = True
 
     def __init__(self, latent_dim: int, input_shape: list[int], components: int = 500):
         super().__init__(latent_dim)
