@@ -27,6 +27,7 @@ class ModelConfig:
     feature_norm: bool = False  # hvae: layer-normalise the bottom-up features (conv encoders)
     hidden: list[int] = field(default_factory=lambda: [512, 512])  # mlp widths
     activation: str = "relu"  # mlp hidden activation: relu | silu | gelu | elu | tanh
+    dropout: float = 0.0  # mlp: dropout after each hidden activation while training
     channels: int = 32  # conv base width
     blocks: int = 1  # conv residual blocks per stage
     n_mix: int = 5  # logistic-mixture components
@@ -325,6 +326,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "model.blocks": _AT_LEAST_0,
     "model.n_mix": _AT_LEAST_1,
     "model.prior_components": _AT_LEAST_1,
+    "model.dropout": (0, 0.9, False),
     "model.image_shape": _AT_LEAST_1,
     "train.limit": _AT_LEAST_1,
     "train.epochs": _AT_LEAST_1,

@@ -26,11 +26,13 @@ def activation_class(name: str) -> type[nn.Module]:
     return ACTIVATIONS[name]
 
 
-def _stack(sizes: Sequence[int], activation: str) -> nn.Sequential:
+def _stack(sizes: Sequence[int], activation: str, dropout: float = 0.0) -> nn.Sequential:
     act = activation_class(activation)
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), act()]
+        if dropout:  # only then: without it, checkpoints keep their layer names
+            layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -43,14 +45,15 @@ class MLPEncoder(nn.Module):
         hidden: Sequence[int],
         latent_dim: int,
         activation: str = "relu",
+        dropout: float = 0.0,
     ):
         super().__init__()
-        self.body = _stack([math.prod(image_shape), *hidden], activation)
+        self.body = _stack([math.prod(image_shape), *hidden], activation, dropout)
         self.head = nn.Linear(hidden[-1] if hidden else math.prod(image_shape), 2 * latent_dim)
 
     @classmethod
     def from_config(cls, config, latent_dim: int) -> MLPEncoder:
-        return cls(config.image_shape, config.hidden, latent_dim, config.activation)
+        return cls(config.image_shape, config.hidden, latent_dim, config.activation, config.dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.head(self.body(x.flatten(1))).chunk(2, dim=-1)
@@ -67,17 +70,25 @@ class MLPDecoder(nn.Module):
         latent_dim: int,
         params_per_channel: int,
         activation: str = "relu",
+        dropout: float = 0.0,
     ):
         super().__init__()
         c, h, w = image_shape
         self.out_shape = (params_per_channel * c, h, w)
-        self.body = _stack([latent_dim, *hidden], activation)
+        self.body = _stack([latent_dim, *hidden], activation, dropout)
         self.head = nn.Linear(hidden[-1] if hidden else latent_dim, math.prod(self.out_shape))
 
     @classmethod
     def from_config(cls, config, latent_dim: int, params_per_channel: int) -> MLPDecoder:
         hidden = config.hidden[::-1]
-        return cls(config.image_shape, hidden, latent_dim, params_per_channel, config.activation)
+        return cls(
+            config.image_shape,
+            hidden,
+            latent_dim,
+            params_per_channel,
+            config.activation,
+            config.dropout,
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z)).view(-1, *self.out_shape)
