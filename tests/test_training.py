@@ -184,3 +184,23 @@ def test_learning_rate_ramps_in_then_follows_the_cosine():
     assert ramped[9] == pytest.approx(cosine[9])
     assert ramped[10:] == cosine[10:]
     assert all(a < b for a, b in zip(ramped[:9], ramped[1:10], strict=True))
+
+
+def test_dropout_acts_while_training_only_and_its_run_reloads(tmp_path, npy_data):
+    """model.dropout perturbs the networks in training mode; evaluation (model.eval(), as
+    every use loads a run) is deterministic, and the checkpoint rebuilds the same model."""
+    from vaekit.models import build_model
+
+    cfg = tiny_config(npy_data, epochs=1)
+    cfg.model.hidden, cfg.model.dropout = [32, 32], 0.3
+    run = train(cfg, tmp_path / "run", progress=False)
+    model, loaded, _ = load_checkpoint(run)
+    assert loaded.model.dropout == 0.3 and not model.training
+    z = torch.randn(8, loaded.model.latent_dim)
+    assert torch.equal(model.decode_params(z), model.decode_params(z))
+    model.train()
+    assert not torch.equal(model.decode_params(z), model.decode_params(z))
+    cfg.model.dropout = 0.0  # without dropout the layer names are the ones older runs have
+    plain = build_model(cfg.model)
+    assert "decoder.body.2.weight" in plain.state_dict()
+    assert "decoder.body.2.weight" not in model.state_dict()

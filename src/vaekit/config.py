@@ -193,13 +193,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The top-down hierarchical VAE for dynamically binarized MNIST on a CPU
     # (benchmarks/mnist_nll.py): groups of 16, 32 and 64 latents, top first.
     "hvae": {"model": _HVAE_MODEL, "train": _HVAE_TRAIN},
-    # `hvae` with a VampPrior of 500 pseudo-inputs on its top group (Tomczak & Welling 2018
-    # put it on a two-level model): +2.3 nats on the one-layer model. Each step also encodes
-    # the pseudo-inputs, so an epoch costs more: benchmarks/mnist_nll.py fits it to 2 h.
-    "hvae-vamp": {
-        "model": {**_HVAE_MODEL, "prior": "vamp", "prior_components": 500},
-        "train": _HVAE_TRAIN,
-    },
     # The same hierarchy on 8-bit MNIST under a discretized logistic mixture (compression).
     "hvae-8bit": {
         "model": {**_HVAE_MODEL, "pixels": "8bit", "n_mix": 3},
@@ -401,6 +394,8 @@ def _range_error(value: Any, lo: float, hi: float | None, lo_open: bool) -> str 
             continue
         if (v <= lo if lo_open else v < lo) or (hi is not None and v > hi):
             bound = f"> {lo:g}" if lo_open else f">= {lo:g}"
+            if hi is not None:
+                bound += f" and <= {hi:g}"
             return ("each item must be " if isinstance(value, list) else "must be ") + bound
     return None
 

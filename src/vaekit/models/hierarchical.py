@@ -184,11 +184,14 @@ class HierarchicalVAE(LatentHierarchy):
         temperature: list[float] | None = None,
         use_means: bool = False,
         depth: int | None = None,
+        with_kl: bool = True,
     ) -> _Pass:
         """Visit the groups top-down. Each group's z is `given[i]` where given, else drawn
         from q (the first `posterior_groups` groups; all when None and `feats` is known) or
         from p (at `temperature[i]`); `use_means` takes the mean instead of a draw. With
-        `depth`, only the top `depth` groups are visited."""
+        `depth`, only the top `depth` groups are visited; `with_kl=False` leaves every KL at
+        zero (the coder needs the distributions only, and a Monte-Carlo KL against a
+        mixture prior is arithmetic it would refuse)."""
         dims = self.group_dims[:depth]
         h = self._start(batch_shape)
         limit = len(dims) if posterior_groups is None else posterior_groups
@@ -210,9 +213,11 @@ class HierarchicalVAE(LatentHierarchy):
             else:
                 t = 1.0 if temperature is None else temperature[i]
                 z = self._sample_prior(p, batch_shape, t, eps, use_means)
-            if q is not None:
+            if q is not None and with_kl:
                 kl, per_dim, estimator = group_kl(q, p, z, analytic)
                 groups.append(LatentGroup(z, q, p, kl, per_dim, estimator))
+            elif q is not None:
+                groups.append(LatentGroup(z, q, p, z.new_zeros(z.shape[:-1]), None, "skipped"))
             else:
                 zero = torch.zeros(z.shape[:-1], device=z.device)
                 groups.append(LatentGroup(z, p, p, zero, None, "prior"))
@@ -279,7 +284,9 @@ class HierarchicalVAE(LatentHierarchy):
             self._coding_features = cached
         # use_means: group i's z is not needed here, and a draw would be randomness the
         # exact coder refuses
-        run = self.top_down(cached[1], (x.shape[0],), given=upper, depth=i + 1, use_means=True)
+        run = self.top_down(
+            cached[1], (x.shape[0],), given=upper, depth=i + 1, use_means=True, with_kl=False
+        )
         return run.groups[i].q
 
     def coding_prior(self, upper):
