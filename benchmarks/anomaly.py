@@ -74,7 +74,12 @@ def corruption_table(args) -> None:
     train = mnist.train[: args.fit_n]
     clean = mnist.test[: args.n]
     t0 = time.perf_counter()
-    det = AnomalyDetector(k=args.k, overrides=tuple(args.overrides), progress=True).fit(train)
+    det = AnomalyDetector(
+        k=args.k,
+        overrides=tuple(args.overrides),
+        progress=True,
+        intensity_epochs=args.intensity_epochs,
+    ).fit(train)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     clean_scores = score_all(det, clean)
@@ -180,6 +185,7 @@ def main() -> None:
     ap.add_argument("--no-pyod", action="store_true")
     ap.add_argument("--no-ood", action="store_true")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[])
+    ap.add_argument("--intensity-epochs", type=int, default=5, help="the local intensity model's")
     ap.add_argument("--mnist-run", help="a trained MNIST run folder for MNIST -> Fashion")
     ap.add_argument("--fashion-run", help="a trained Fashion-MNIST run folder for the reverse")
     ap.add_argument("--corruptions", action="store_true", help="the corruption table only")
@@ -200,6 +206,7 @@ def main() -> None:
             pixels=args.pixels,
             k=args.k,
             overrides=tuple(args.overrides),
+            intensity_epochs=args.intensity_epochs,
         )
 
     row: dict = {

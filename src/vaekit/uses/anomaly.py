@@ -105,6 +105,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         seed: int = 0,
         overrides: tuple[str, ...] = (),
         progress: bool = False,
+        intensity_epochs: int = 5,
     ):
         self.preset = preset
         self.score_kind = score_kind
@@ -115,6 +116,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         self.seed = seed
         self.overrides = overrides
         self.progress = progress
+        self.intensity_epochs = intensity_epochs
 
     # ---- input handling ------------------------------------------------------------------
 
@@ -264,7 +266,13 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             images = images[torch.randperm(len(images), generator=g)[:INTENSITY_FIT_IMAGES]]
         # 256 outputs per pixel need more updates than a small data set's 5 epochs give
         return fit_local_model(
-            images, None, seed=self.seed, device=device, progress=self.progress, min_steps=200
+            images,
+            None,
+            epochs=self.intensity_epochs,
+            seed=self.seed,
+            device=device,
+            progress=self.progress,
+            min_steps=200,
         )
 
     def _every_kind(self, data: torch.Tensor) -> dict[str, np.ndarray]:
