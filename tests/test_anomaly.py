@@ -69,7 +69,9 @@ def test_planted_image_outliers_all_scores(tmp_path):
     normal = synthetic_digits(400, 12)
     rng = np.random.default_rng(1)
     odd = (rng.random((20, 12, 12)) < 0.3).astype(np.uint8) * 255  # salt-and-pepper noise
-    det = AnomalyDetector(k=20, overrides=TINY[:2] + ("train.epochs=8", "train.lr=3e-3"))
+    det = AnomalyDetector(
+        k=20, overrides=TINY[:2] + ("train.epochs=8", "train.lr=3e-3"), intensity_epochs=60
+    )
     det.fit(normal)
     test = np.concatenate([synthetic_digits(60, 12, seed=5), odd])
     labels = np.r_[np.zeros(60), np.ones(20)]
@@ -96,6 +98,7 @@ def test_planted_image_outliers_all_scores(tmp_path):
     again = AnomalyDetector.load(tmp_path / "det")
     assert np.array_equal(again.anomaly_score(test), det.anomaly_score(test))
     assert again.offset_ == det.offset_
+    assert again.get_params()["intensity_epochs"] == 60
 
 
 def test_bad_input_gives_clear_errors(tabular_detector):
