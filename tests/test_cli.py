@@ -151,7 +151,8 @@ def test_compress_decompress_cli(mnist_run, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "bits/dim" in res.output and "-ELBO" in res.output and "-log p(x)" in res.output
-    res = CliRunner().invoke(main, ["decompress", str(mnist_run), str(vkz), "-o", str(back)])
+    # `--out`, as every other command spells it, works too
+    res = CliRunner().invoke(main, ["decompress", str(mnist_run), str(vkz), "--out", str(back)])
     assert res.exit_code == 0, res.output
     assert np.array_equal(np.load(back), imgs)
     # An 8-bit input to a binary model, and a damaged file, are clean errors.

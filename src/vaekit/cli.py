@@ -430,7 +430,15 @@ def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
 @main.command("compress")
 @_run_arg
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FILE.vkz")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="FILE.vkz",
+)
 @click.option(
     "--ideal-k",
     type=_NON_NEGATIVE,
@@ -489,7 +497,15 @@ def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only
 @main.command("decompress")
 @_run_arg
 @click.argument("input_path", metavar="FILE.vkz", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(), help="File or folder to write.")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "output",
+    required=True,
+    type=click.Path(),
+    help="File or folder to write.",
+)
 @_friendly_errors
 def decompress_cmd(run_dir, input_path, output) -> None:
     """Decode a .vkz file exactly, in the container it came from (IDX, .npy, image folder)."""
