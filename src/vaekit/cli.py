@@ -209,6 +209,16 @@ def _load_run(run_dir: str, data_dir: str | None, limit: int | None):
 
 
 _run_arg = click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+
+
+def _output_option(help: str, **path: bool):
+    """The required output of compress/decompress: `-o`, `--output`, or `--out` as every
+    other command spells it."""
+    return click.option(
+        "-o", "--output", "--out", "output", required=True, type=click.Path(**path), help=help
+    )
+
+
 _data_dir_opt = click.option("--data-dir", help="Where the run's dataset lives, if moved.")
 
 
@@ -430,15 +440,7 @@ def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
 @main.command("compress")
 @_run_arg
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
-@click.option(
-    "-o",
-    "--output",
-    "--out",
-    "output",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="FILE.vkz",
-)
+@_output_option("FILE.vkz", dir_okay=False)
 @click.option(
     "--ideal-k",
     type=_NON_NEGATIVE,
@@ -497,15 +499,7 @@ def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only
 @main.command("decompress")
 @_run_arg
 @click.argument("input_path", metavar="FILE.vkz", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    "--out",
-    "output",
-    required=True,
-    type=click.Path(),
-    help="File or folder to write.",
-)
+@_output_option("File or folder to write.")
 @_friendly_errors
 def decompress_cmd(run_dir, input_path, output) -> None:
     """Decode a .vkz file exactly, in the container it came from (IDX, .npy, image folder)."""
