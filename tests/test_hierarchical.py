@@ -268,12 +268,27 @@ def test_importance_weighted_bits_back_round_trip_is_exact(pixels, family):
         images = rng.integers(0, 256, (25, *shape), dtype=np.uint8)
     else:
         images = (rng.random((25, *shape)) < 0.3).astype(np.uint8)
-    for arithmetic, version in (("float", 3), ("exact-1", 5)):
+    for arithmetic in ("float", "exact-1"):
         data = compress(model, images, particles=4, arithmetic=arithmetic)
         header, _ = read_header(data)
-        assert header["plan"].particles == 4 and data[4] == version
+        assert header["plan"].particles == 4 and data[4] == 6
         assert header["plan"].arithmetic == arithmetic
         assert np.array_equal(decompress(model, data), images)
+
+
+def test_importance_weighted_particles_grow_with_the_stack():
+    """The initial words cover one particle whatever K is (a file's fixed cost does not grow
+    with K); the particles per batch rise from 1 to K before the batches grow."""
+    from vaekit.uses.compression import read_header
+
+    model = hvae("static-binary", groups=(2, 2), shape=(1, 6, 6))
+    images = (binary_images(200, shape=(1, 6, 6)) > 0).numpy().astype(np.uint8)
+    plans = {k: read_header(compress(model, images, particles=k))[0]["plan"] for k in (1, 8)}
+    assert plans[8].init_words == plans[1].init_words
+    ramp, sizes = plans[8].batch_particles(), plans[8].sizes
+    assert ramp[0] == 1 and ramp[-1] == 8 and ramp == sorted(ramp)
+    assert all(b == 1 for b, k in zip(sizes, ramp, strict=True) if k < 8)
+    assert max(sizes) > 1
 
 
 def test_importance_weighted_bits_back_codes_below_the_elbo():

@@ -12,7 +12,7 @@ from vaekit.training import train
 from vaekit.uses.anomaly import AnomalyDetector
 from vaekit.uses.compression import compress, decompress
 
-__version__ = "0.4.1"
+__version__ = "0.5.0"
 
 
 def load(run: str) -> LatentVariableModel:

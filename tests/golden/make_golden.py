@@ -66,8 +66,13 @@ def main(out: Path, tag: str) -> None:
             ("static-binary", "standard-normal", "hvae"),
             ("8bit", "standard-normal", "bitswap"),
         ]
-    for pixels, prior, family in cases:
-        name = f"{tag}-{pixels}-{prior}" + ("" if family == "vae" else f"-{family}")
+    particles = {}
+    if "particles" in inspect.signature(compress).parameters:  # importance-weighted bits-back
+        cases.append(("static-binary", "standard-normal", "hvae-k4"))
+        particles["hvae-k4"] = 4
+    for pixels, prior, case in cases:
+        family = case.split("-k")[0]
+        name = f"{tag}-{pixels}-{prior}" + ("" if case == "vae" else f"-{case}")
         cfg = Config(model_config(pixels, prior, family))
         if "pixels" not in inspect.signature(ModelConfig).parameters:
             cfg.train.pixels = pixels
@@ -75,7 +80,7 @@ def main(out: Path, tag: str) -> None:
         model = build(cfg).eval()
         save_checkpoint(out / f"{name}.safetensors", model, cfg, TrainingState())
         data = imgs if pixels == "8bit" else (imgs > 0).astype(np.uint8)
-        blob = compress(model, data)
+        blob = compress(model, data, **({"particles": particles[case]} if case in particles else {}))
         (out / f"{name}.vkz").write_bytes(blob)
         print(name, len(blob), hashlib.sha256(blob).hexdigest()[:16])
 

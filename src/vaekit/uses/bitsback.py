@@ -66,10 +66,17 @@ class CodingPlan:
     particles: int = 1  # importance samples per image (1: plain bits-back)
     arithmetic: str = FLOAT
     exact_digest: str | None = None  # SHA-256 of the exact network (exact arithmetic only)
+    # particles of each batch, growing with the stack up to `particles` (vaekit >= 0.5);
+    # empty: every batch has `particles` (files of vaekit <= 0.4)
+    ramp: tuple[int, ...] = ()
 
     @property
     def n(self) -> int:
         return sum(self.sizes)
+
+    def batch_particles(self) -> list[int]:
+        """Importance samples per image of each batch, in coding order."""
+        return list(self.ramp) if self.ramp else [self.particles] * len(self.sizes)
 
     def batches(self) -> list[slice]:
         ends = np.cumsum((0, *self.sizes)).tolist()
@@ -484,30 +491,61 @@ def encode(
     check_codable(model, values)
     if not 1 <= particles <= MAX_PARTICLES:
         raise CodingError(f"particles must be between 1 and {MAX_PARTICLES}; got {particles}")
+    _coders(model, particles)  # refuses what cannot be coded with this many, before any work
     model, latents, context = _arithmetic(model, arithmetic, LATENT_BITS)
     # Each batch is sized so that its worst-case pops are covered by bits already on the
-    # stack (popping from an underflowing stack would get no bits back). Batches start at one
-    # image and grow geometrically to `batch_size`; only the first image uses the initial words.
-    worst_bits = (particles * pops_per_image(model) + (particles > 1)) * PRECISION_BITS
-    init = math.ceil(worst_bits / 32) + 2
-    coder = constriction.stream.stack.AnsCoder(_initial_words(init))
-    code_batch, _ = _coders(model, particles)
+    # stack (popping from an underflowing stack would get no bits back). The initial words
+    # cover one image with one particle; then the particle count grows with the stack to
+    # `particles`, and after it the batch grows to `batch_size`. Sizing the initial words for
+    # K particles at once would cost K times one particle's pops in every file (5 KB at K=16
+    # on MNIST), bits that no image ever gets back.
+    pops = pops_per_image(model)
+    coder = constriction.stream.stack.AnsCoder(_initial_words(init := _words_for(pops, 1)))
     sizes: list[int] = []
+    ramp: list[int] = []
     done = 0
     bar = tqdm(total=len(values), desc="compress", unit="img", disable=not progress)
     while done < len(values):
-        b = int(min(batch_size, len(values) - done, max(1, coder.num_bits() // worst_bits)))
+        k, b = _next_batch(coder.num_bits(), pops, particles, min(batch_size, len(values) - done))
         x_np = values[done : done + b]
         x = torch.from_numpy(x_np).float().to(_device(model))
         with torch.no_grad(), context():
-            code_batch(model, latents, coder, x_np, x)
+            _coders(model, k)[0](model, latents, coder, x_np, x)
         sizes.append(b)
+        ramp.append(k)
         done += b
         bar.update(b)
     bar.close()
     digest = exact_digest(model) if arithmetic != FLOAT else None
-    plan = CodingPlan(tuple(sizes), LATENT_BITS, init, particles, arithmetic, digest)
+    plan = CodingPlan(
+        tuple(sizes),
+        LATENT_BITS,
+        init,
+        particles,
+        arithmetic,
+        digest,
+        tuple(ramp) if particles > 1 else (),
+    )
     return coder.get_compressed(), plan
+
+
+def _worst_bits(pops: int, k: int) -> int:
+    """The most bits one image's pops with `k` particles can take from the stack (the
+    particles' latents, and their index when there are several)."""
+    return (k * pops + (k > 1)) * PRECISION_BITS
+
+
+def _words_for(pops: int, k: int) -> int:
+    return math.ceil(_worst_bits(pops, k) / 32) + 2
+
+
+def _next_batch(bits: int, pops: int, particles: int, most: int) -> tuple[int, int]:
+    """(particles, images) of the next batch with `bits` on the stack: as many particles as
+    the stack covers for one image, up to `particles`, then as many images as it covers."""
+    k = particles
+    while k > 1 and _worst_bits(pops, k) > bits:
+        k -= 1
+    return k, int(min(most, max(1, bits // _worst_bits(pops, k))))
 
 
 def decode(
@@ -524,15 +562,14 @@ def decode(
             )
     shape = tuple(model.config.image_shape)
     out = np.empty((plan.n, *shape), dtype=np.uint8)
-    _, decode_batch = _coders(model, plan.particles)
     try:
         coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
+        batches = list(zip(plan.batches(), plan.batch_particles(), strict=True))
         with torch.no_grad(), context():
-            for sl in tqdm(
-                plan.batches()[::-1], desc="decompress", unit="batch", disable=not progress
-            ):
+            for sl, k in tqdm(batches[::-1], desc="decompress", unit="batch", disable=not progress):
                 b = sl.stop - sl.start
-                out[sl] = decode_batch(model, latents, coder, b).astype(np.uint8).reshape(b, *shape)
+                decoded = _coders(model, k)[1](model, latents, coder, b)
+                out[sl] = decoded.astype(np.uint8).reshape(b, *shape)
         rest = coder.get_compressed()
     except (ValueError, RuntimeError, AssertionError, OverflowError, KeyError, IndexError) as e:
         raise CodingError(f"the bitstream does not decode with this model ({e})") from e

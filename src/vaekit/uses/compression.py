@@ -46,12 +46,17 @@ PACKED_FORMAT_VERSION = 4
 # Probabilities from exact arithmetic (vaekit >= 0.4): the same bits on any machine, thread
 # count, batch and device. The header (xz) names the arithmetic and the exact network's digest.
 EXACT_FORMAT_VERSION = 5
+# Importance-weighted bits-back whose particle count grows with the stack, batch by batch
+# (vaekit >= 0.5): the header (xz, as in 4 and 5) lists each batch's particles as `plan.ramp`.
+RAMP_FORMAT_VERSION = 6
 READABLE = {
     FORMAT_VERSION: "0.1",
     IW_FORMAT_VERSION: "0.3",
     PACKED_FORMAT_VERSION: "0.3",
     EXACT_FORMAT_VERSION: "0.4",
+    RAMP_FORMAT_VERSION: "0.5",
 }
+_XZ_HEADER = (PACKED_FORMAT_VERSION, EXACT_FORMAT_VERSION, RAMP_FORMAT_VERSION)
 PLAIN_HEADER_LIMIT = 2048  # bytes of JSON above which the header is worth compressing
 GENERIC_CODER = "xz"
 _PREFIX = struct.Struct("<4sHI")
@@ -122,6 +127,7 @@ def compress(
             "init_words": plan.init_words,
             # written only where used: files of plain bits-back keep their bytes
             **({"particles": plan.particles} if plan.particles > 1 else {}),
+            **({"ramp": list(plan.ramp)} if plan.ramp else {}),
         },
         "n_words": int(words.size),
         "container": {"kind": container.kind, **container.meta} if container else {"kind": "array"},
@@ -134,7 +140,10 @@ def compress(
         header["plan"]["arithmetic"] = plan.arithmetic
         header["exact_digest"] = plan.exact_digest
     hb = json.dumps(header, separators=(",", ":")).encode()
-    if exact:
+    if plan.ramp and not xz_wins:
+        version = RAMP_FORMAT_VERSION
+        hb, payload = _packed(header, payload, None)
+    elif exact:
         version = EXACT_FORMAT_VERSION
         hb, payload = _packed(header, payload, generic if xz_wins else None)
     elif not xz_wins and len(hb) <= PLAIN_HEADER_LIMIT:
@@ -204,7 +213,7 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
         raise CodingError("the file is corrupt (header length out of range)")
     try:
         raw_header = data[_PREFIX.size : _PREFIX.size + hlen]
-        if version in (PACKED_FORMAT_VERSION, EXACT_FORMAT_VERSION):
+        if version in _XZ_HEADER:
             dec = lzma.LZMADecompressor()
             raw_header = dec.decompress(raw_header, max_length=MAX_HEADER)
             if not dec.eof:
@@ -225,7 +234,12 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
         raise CodingError("the file is corrupt (its format version and coding plan disagree)")
     if version == FORMAT_VERSION and header["plan"].particles > 1:
         raise CodingError("the file is corrupt (its format version and coding plan disagree)")
-    if (version == EXACT_FORMAT_VERSION) != (header["plan"].arithmetic != FLOAT):
+    if version == RAMP_FORMAT_VERSION:
+        if not header["plan"].ramp:
+            raise CodingError("the file is corrupt (its format version and coding plan disagree)")
+    elif header["plan"].ramp:
+        raise CodingError("the file is corrupt (its format version and coding plan disagree)")
+    elif (version == EXACT_FORMAT_VERSION) != (header["plan"].arithmetic != FLOAT):
         raise CodingError("the file is corrupt (its format version and arithmetic disagree)")
     if header["plan"].n != shape[0]:
         raise CodingError("the file is corrupt (payload size does not match its header)")
@@ -263,6 +277,7 @@ def _plan(p: dict[str, Any], digest: str | None = None) -> CodingPlan:
         int(p.get("particles", 1)),
         str(p.get("arithmetic", FLOAT)),
         None if digest is None else str(digest),
+        tuple(int(k) for k in p.get("ramp", ())),
     )
     if plan.arithmetic not in (FLOAT, ARITHMETIC):
         raise ValueError(
@@ -273,6 +288,10 @@ def _plan(p: dict[str, Any], digest: str | None = None) -> CodingPlan:
         raise ValueError("invalid particle count")
     if any(b < 1 for b in plan.sizes) or not 0 <= plan.init_words < 2**20:
         raise ValueError("invalid batch sizes or initial words")
+    if plan.ramp and (
+        len(plan.ramp) != len(plan.sizes) or not all(1 <= k <= plan.particles for k in plan.ramp)
+    ):
+        raise ValueError("invalid particles per batch")
     if not 1 <= plan.latent_bits <= 16:
         raise ValueError("invalid latent precision")
     return plan
