@@ -80,7 +80,8 @@ def main(out: Path, tag: str) -> None:
         model = build(cfg).eval()
         save_checkpoint(out / f"{name}.safetensors", model, cfg, TrainingState())
         data = imgs if pixels == "8bit" else (imgs > 0).astype(np.uint8)
-        blob = compress(model, data, **({"particles": particles[case]} if case in particles else {}))
+        extra = {"particles": particles[case]} if case in particles else {}
+        blob = compress(model, data, **extra)
         (out / f"{name}.vkz").write_bytes(blob)
         print(name, len(blob), hashlib.sha256(blob).hexdigest()[:16])
 
