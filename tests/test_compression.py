@@ -288,3 +288,34 @@ def test_files_decode_under_other_thread_counts_and_batch_sizes(
         assert compress(model, images, batch_size=batch) == data
     finally:
         torch.set_num_threads(before)
+
+
+def _rewritten(data: bytes, version: int, edit) -> bytes:
+    """`data` (an xz-header file) with its header JSON edited and the CRC recomputed."""
+    import json
+    import lzma
+
+    hlen = struct.unpack_from("<I", data, 6)[0]
+    header = json.loads(lzma.decompress(data[10 : 10 + hlen]))
+    edit(header)
+    hb = lzma.compress(json.dumps(header).encode())
+    return _with_crc(struct.pack("<4sHI", data[:4], version, len(hb)) + hb + data[10 + hlen : -4])
+
+
+def test_a_damaged_particle_ramp_is_a_clear_error():
+    """Format 6 lists each batch's particles; a list that does not fit the batches, a count
+    above K, or a ramp in a version-5 file is refused as corrupt, never decoded wrongly."""
+    model = tiny_model("static-binary", latent_dim=3, shape=(1, 6, 6), hidden=(16,), seed=2)
+    imgs = (np.random.default_rng(0).random((40, 1, 6, 6)) < 0.3).astype(np.uint8)
+    data = compress(model, imgs, particles=3, fallback=False)
+    assert data[4] == 6 and np.array_equal(decompress(model, data), imgs)
+    edits = (
+        lambda h: h["plan"].update(ramp=h["plan"]["ramp"][:-1]),  # one batch short
+        lambda h: h["plan"].update(ramp=[4] * len(h["plan"]["ramp"])),  # above K
+        lambda h: h["plan"].pop("ramp"),  # missing
+    )
+    for edit in edits:
+        with pytest.raises(CodingError, match="corrupt"):
+            decompress(model, _rewritten(data, 6, edit))
+    with pytest.raises(CodingError, match="corrupt"):
+        decompress(model, _rewritten(data, 5, lambda h: None))
