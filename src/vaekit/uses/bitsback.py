@@ -501,7 +501,8 @@ def encode(
     # K particles at once would cost K times one particle's pops in every file (5 KB at K=16
     # on MNIST), bits that no image ever gets back.
     pops = pops_per_image(model)
-    coder = constriction.stream.stack.AnsCoder(_initial_words(init := _words_for(pops, 1)))
+    init = math.ceil(_worst_bits(pops, 1) / 32) + 2
+    coder = constriction.stream.stack.AnsCoder(_initial_words(init))
     sizes: list[int] = []
     ramp: list[int] = []
     done = 0
@@ -534,10 +535,6 @@ def _worst_bits(pops: int, k: int) -> int:
     """The most bits one image's pops with `k` particles can take from the stack (the
     particles' latents, and their index when there are several)."""
     return (k * pops + (k > 1)) * PRECISION_BITS
-
-
-def _words_for(pops: int, k: int) -> int:
-    return math.ceil(_worst_bits(pops, k) / 32) + 2
 
 
 def _next_batch(bits: int, pops: int, particles: int, most: int) -> tuple[int, int]:

@@ -230,18 +230,19 @@ def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
         _checked(header, shape)
     except (ValueError, KeyError, TypeError, AttributeError, lzma.LZMAError) as e:
         raise CodingError(f"the file is corrupt (unreadable header: {e})") from e
-    if version == IW_FORMAT_VERSION and header["plan"].particles == 1:
+    plan = header["plan"]
+    if (
+        (version == IW_FORMAT_VERSION and plan.particles == 1)
+        or (version == FORMAT_VERSION and plan.particles > 1)
+        or (version == RAMP_FORMAT_VERSION) != bool(plan.ramp)
+    ):
         raise CodingError("the file is corrupt (its format version and coding plan disagree)")
-    if version == FORMAT_VERSION and header["plan"].particles > 1:
-        raise CodingError("the file is corrupt (its format version and coding plan disagree)")
-    if version == RAMP_FORMAT_VERSION:
-        if not header["plan"].ramp:
-            raise CodingError("the file is corrupt (its format version and coding plan disagree)")
-    elif header["plan"].ramp:
-        raise CodingError("the file is corrupt (its format version and coding plan disagree)")
-    elif (version == EXACT_FORMAT_VERSION) != (header["plan"].arithmetic != FLOAT):
+    # format 6 allows either arithmetic; 5 is exact, 2-4 are float
+    if version != RAMP_FORMAT_VERSION and (version == EXACT_FORMAT_VERSION) != (
+        plan.arithmetic != FLOAT
+    ):
         raise CodingError("the file is corrupt (its format version and arithmetic disagree)")
-    if header["plan"].n != shape[0]:
+    if plan.n != shape[0]:
         raise CodingError("the file is corrupt (payload size does not match its header)")
     payload = _payload(data, hlen, 4 * n_words)
     return header, np.frombuffer(payload, dtype="<u4").astype(np.uint32)
