@@ -185,7 +185,12 @@ def main() -> None:
     ap.add_argument("--no-pyod", action="store_true")
     ap.add_argument("--no-ood", action="store_true")
     ap.add_argument("--set", dest="overrides", nargs="*", default=[])
-    ap.add_argument("--intensity-epochs", type=int, default=5, help="the local intensity model's")
+    ap.add_argument(
+        "--intensity-epochs",
+        type=int,
+        default=AnomalyDetector().intensity_epochs,
+        help="the local intensity model's",
+    )
     ap.add_argument("--mnist-run", help="a trained MNIST run folder for MNIST -> Fashion")
     ap.add_argument("--fashion-run", help="a trained Fashion-MNIST run folder for the reverse")
     ap.add_argument("--corruptions", action="store_true", help="the corruption table only")

@@ -254,3 +254,27 @@ def test_the_default_on_an_8bit_run_combines_the_kinds_that_apply(tmp_path, npy_
     assert det._score_kind() == "combined" and np.isfinite(scores).all()
     assert set(det.reference_["kinds"]) == {"surprise", "complexity", "local", "local-ink"}
     assert scores[30:].min() > np.median(scores[:30])
+
+
+def test_an_intensity_model_kept_by_0_5_loads_as_the_softmax_it_is(tmp_path):
+    """vaekit 0.5 kept a 256-way softmax intensity model and no "mixture" in its spec; today's
+    default is a logistic mixture. The old file loads as what it is and scores the same."""
+    import json
+
+    from vaekit.uses.anomaly import _load_kept, _save_local_model
+    from vaekit.uses.background import LocalPixelModel
+
+    torch.manual_seed(0)
+    old = LocalPixelModel(levels=256, mixture=0)
+    _save_local_model(tmp_path, old, "intensity.safetensors", "intensity.json")
+    spec = json.loads((tmp_path / "intensity.json").read_text())
+    del spec["mixture"]
+    (tmp_path / "intensity.json").write_text(json.dumps(spec))
+    back = _load_kept(tmp_path, "intensity.safetensors", "intensity.json")
+    assert back.mixture == 0
+    x = torch.randint(0, 256, (3, 1, 8, 8)).float() / 255
+    with torch.no_grad():
+        assert torch.equal(back.log_prob(x), old.eval().log_prob(x))
+    new = LocalPixelModel(levels=256, mixture=5)
+    _save_local_model(tmp_path, new, "intensity.safetensors", "intensity.json")
+    assert _load_kept(tmp_path, "intensity.safetensors", "intensity.json").mixture == 5

