@@ -241,8 +241,8 @@ def test_a_detector_saved_by_0_4_scores_as_it_was_fitted(tmp_path):
 
 
 def test_the_default_on_an_8bit_run_combines_the_kinds_that_apply(tmp_path, npy_data):
-    """No ratio for 8-bit pixels (its background model is binary): the combined default uses
-    surprise, complexity and the local intensity scores, and flags blank images."""
+    """No ratio for 8-bit pixels (its background model is binary): the combined default's
+    views are surprise and complexity, and the local intensity scores; it flags blank images."""
     from tests.conftest import tiny_config
     from vaekit.training import train
 
@@ -252,7 +252,8 @@ def test_the_default_on_an_8bit_run_combines_the_kinds_that_apply(tmp_path, npy_
     blank = np.zeros((10, 12, 12), np.uint8)
     scores = det.anomaly_score(np.concatenate([test, blank]))
     assert det._score_kind() == "combined" and np.isfinite(scores).all()
-    assert set(det.reference_["kinds"]) == {"surprise", "complexity", "local", "local-ink"}
+    views = [set(v["kinds"]) for v in det.reference_["views"]]
+    assert views == [{"surprise", "complexity"}, {"local", "local-ink"}]
     assert scores[30:].min() > np.median(scores[:30])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,7 +28,7 @@ from vaekit.errors import DataError, VaekitError
 from vaekit.fileio import atomic_write_bytes, atomic_write_text
 from vaekit.runs import read_metrics
 from vaekit.uses.anomaly_scores import (
-    COMBINED_KINDS,
+    COMBINED_VIEWS,
     DETECTOR_SCORES,
     LOCAL_SCORES,
     UPPER_TAILED,
@@ -49,6 +50,11 @@ REFERENCE_FILE = "score_reference.json"
 # examples as more normal than new ones.
 REFERENCE_IMAGES = 2000
 INTENSITY_FIT_IMAGES = 12000  # the local intensity model learns from at most this many
+# The VAE trains for the preset's epochs or this many updates, whichever is longer: one digit
+# of MNIST (about 5,000 images) gets 100 epochs instead of 30, which raised the ratio score's
+# validation AUROC on three one-class digits from 0.971 to 0.983 (benchmarks/
+# anomaly_selection.py); 20,000 images or more train as before.
+MIN_UPDATES = 7500
 
 
 def write_scores(path: Path, scores: np.ndarray, labels=None, indices=None) -> None:
@@ -222,6 +228,10 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         fit_idx = np.sort(order[len(held_out) :])
         watch = order[len(held_out) :][: max(1, len(fit_idx) // 10)]
         cfg.train.batch_size = min(cfg.train.batch_size, len(fit_idx))
+        if self.epochs is None and not any(o.startswith("train.epochs=") for o in self.overrides):
+            # small data: more epochs than the preset's, up to MIN_UPDATES updates
+            per_epoch = math.ceil(len(fit_idx) / cfg.train.batch_size)
+            cfg.train.epochs = max(cfg.train.epochs, math.ceil(MIN_UPDATES / per_epoch))
         arrays = data.numpy()
         with tempfile.TemporaryDirectory(prefix="vaekit-detector-") as tmp:
             train(
@@ -298,8 +308,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
     def _fit_reference(self, normal: torch.Tensor) -> dict[str, Any]:
         """The quantiles of each combined kind's scores on normal examples (`calibration`)."""
         scores = self._every_kind(normal)
-        combined = {k: v for k, v in scores.items() if k in COMBINED_KINDS}
-        return fit_reference(combined, upper=UPPER_TAILED)
+        return fit_reference(scores, upper=UPPER_TAILED, views=COMBINED_VIEWS)
 
     def _reference(self) -> dict[str, Any]:
         """The combined score's reference; for a plain `vaekit train` run, measured once on

@@ -42,9 +42,10 @@ LOCAL_SCORES = ("local", "local-ink")
 # Kinds a detector offers: the model's own, the local intensity model's, and their calibrated
 # combination (`uses.calibration`, which needs the detector's reference scores of normal data).
 DETECTOR_SCORES = (*SCORES, *LOCAL_SCORES, "combined")
-# What the combined score combines: elbo and reconstruction are left out as near copies of
+# What the combined score combines, in two views (`uses.calibration`): the VAE's kinds, and
+# the local intensity model's. elbo and reconstruction are left out as near copies of
 # surprise (they would count its evidence three times), level-ratio as measured not to help.
-COMBINED_KINDS = ("surprise", "complexity", "ratio", "local", "local-ink")
+COMBINED_VIEWS = (("surprise", "complexity", "ratio"), ("local", "local-ink"))
 # Kinds tested in their upper tail only. "Too simple" (blank, blurred, smoothed inputs) is
 # tested once, by the kinds made for it: `local` (two-sided: locally simpler or noisier than
 # the data) and `complexity` (a likelihood against a PNG length). Testing surprise's low tail
