@@ -12,12 +12,19 @@ from the kept reference scores and prints each candidate's validation AUROC per 
 test sets stay unseen until `anomaly.py` measures the chosen default.
 
     python benchmarks/anomaly_selection.py collect --digits 2 5 8
-    python benchmarks/anomaly_selection.py analyze
+    python benchmarks/anomaly_selection.py collect --no-corruptions --digits 2 5 8 \
+        --set train.epochs=100 --tag e100-
+    python benchmarks/anomaly_selection.py analyze --row
+
+Each kept file records the command and commit that made it; the row records them all. The
+one-class detectors of the first command trained 30 epochs (vaekit 0.5's preset), those of
+the second 100, about what MIN_UPDATES now gives one digit.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,52 +33,34 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import append_result, command, git_commit, machine, now  # noqa: E402
 from vaekit import AnomalyDetector  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
 from vaekit.uses.anomaly import REFERENCE_IMAGES  # noqa: E402
+from vaekit.uses.anomaly_scores import COMBINED_VIEWS, UPPER_TAILED  # noqa: E402
 from vaekit.uses.calibration import combined_score, fit_reference  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "anomaly_selection"
-# (kinds, upper-tailed kinds) per candidate
-CANDIDATES = {
-    "default": (
-        ("surprise", "complexity", "ratio", "local", "local-ink"),
-        ("surprise", "complexity", "ratio", "local-ink"),
-    ),
-    "no-surprise": (
-        ("complexity", "ratio", "local", "local-ink"),
-        ("complexity", "ratio", "local-ink"),
-    ),
-    "no-local": (
-        ("surprise", "complexity", "ratio", "local-ink"),
-        ("surprise", "complexity", "ratio", "local-ink"),
-    ),
-    "no-surprise-no-local": (
-        ("complexity", "ratio", "local-ink"),
-        ("complexity", "ratio", "local-ink"),
-    ),
-    "ratio-local-ink-local": (("ratio", "local", "local-ink"), ("ratio", "local-ink")),
+_KINDS5 = ("surprise", "complexity", "ratio", "local", "local-ink")
+_UPPER = ("surprise", "complexity", "ratio", "local-ink")
+# One Fisher sum over kinds: (kinds, upper-tailed kinds). fisher-5 was vaekit 0.5's default.
+FISHER = {
+    "fisher-5": (_KINDS5, _UPPER),
+    "fisher-no-surprise": (_KINDS5[1:], _UPPER[1:]),
+    "fisher-no-local": (_UPPER, _UPPER),
+    "fisher-ratio-local": (("ratio", "local", "local-ink"), ("ratio", "local-ink")),
 }
-# Two views, each combined by Fisher's method, the more extreme view deciding (min-p)
+# Views, Fisher's method within each and the smallest p across: (views, upper-tailed kinds).
+# "views" is today's default (COMBINED_VIEWS); "tippett" makes every kind its own view.
 VIEWS = {
-    "views": (
-        (("surprise", "complexity", "ratio"), ("local", "local-ink")),
-        ("surprise", "complexity", "ratio", "local-ink"),
-    ),
-    "views-ratio": (
-        (("complexity", "ratio"), ("local", "local-ink")),
-        ("complexity", "ratio", "local-ink"),
-    ),
-    "views-r": ((("ratio",), ("local", "local-ink")), ("ratio", "local-ink")),
-    "views-sr": (
-        (("surprise", "ratio"), ("local", "local-ink")),
-        ("surprise", "ratio", "local-ink"),
-    ),
-    "views-3": (
-        (("surprise", "ratio"), ("complexity",), ("local", "local-ink")),
-        ("surprise", "complexity", "ratio", "local-ink"),
-    ),
+    "views": (COMBINED_VIEWS, UPPER_TAILED),
+    "views-cr": ((("complexity", "ratio"), ("local", "local-ink")), _UPPER),
+    "views-r": ((("ratio",), ("local", "local-ink")), _UPPER),
+    "views-sr": ((("surprise", "ratio"), ("local", "local-ink")), _UPPER),
+    "views-3": ((("surprise", "ratio"), ("complexity",), ("local", "local-ink")), _UPPER),
+    "tippett": (tuple((k,) for k in _KINDS5), _UPPER),
 }
+SHOWN = ("fisher-5", "fisher-ratio-local", "views", "views-cr", "views-r", "tippett", "ratio")
 
 
 def _kinds(det: AnomalyDetector, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -87,7 +76,8 @@ def _reference_images(images: np.ndarray, seed: int = 0) -> np.ndarray:
 def _save(name: str, groups: dict[str, dict[str, np.ndarray]]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     flat = {f"{g}|{k}": v for g, kinds in groups.items() for k, v in kinds.items()}
-    np.savez(OUT / f"{name}.npz", **flat)
+    made = {"command": command(), "commit": git_commit(), "date": now()}
+    np.savez(OUT / f"{name}.npz", **flat, made=np.array(json.dumps(made)))
     print(f"kept {OUT / name}.npz", flush=True)
 
 
@@ -98,12 +88,12 @@ def collect(args) -> None:
     mnist = load_dataset("mnist")
     if not args.no_corruptions:
         fit = mnist.train[:20000]
-        det = AnomalyDetector(k=args.k, progress=True).fit(fit)
+        det = AnomalyDetector(k=args.k, overrides=tuple(args.overrides), progress=True).fit(fit)
         clean = mnist.train[20000:21000]
         groups = {"reference": _kinds(det, _reference_images(fit)), "normal": _kinds(det, clean)}
         for name in CORRUPTIONS:
             groups[f"anomalous:{name}"] = _kinds(det, corrupt(clean, name))
-        _save("corruptions", groups)
+        _save(f"{args.tag}corruptions", groups)
     for d in args.digits:
         fit = mnist.train[:54000][mnist.train_labels[:54000] == d]
         det = AnomalyDetector(k=args.k, overrides=tuple(args.overrides), progress=True).fit(fit)
@@ -120,55 +110,51 @@ def _load(path: Path) -> dict[str, dict[str, np.ndarray]]:
     groups: dict[str, dict[str, np.ndarray]] = {}
     with np.load(path) as f:
         for key in f.files:
+            if key == "made":
+                continue
             g, k = key.split("|")
             groups.setdefault(g, {})[k] = f[key]
     return groups
 
 
 def _scorer(name: str, reference: dict[str, np.ndarray]):
-    if name == "tippett":  # every kind its own view
-        kinds, upper = CANDIDATES["default"]
-        views = tuple((k,) for k in kinds)
-        ref = fit_reference(reference, upper=upper, views=views)
-        return lambda scores: combined_score(scores, ref)
-    if name in VIEWS:
-        views, upper = VIEWS[name]
-        ref = fit_reference(reference, upper=upper, views=views)
-        return lambda scores: combined_score(scores, ref)
-    if name in reference:  # a single kind, as it is
+    """The candidate `name`'s score, its reference fitted on `reference`; a kind's name
+    gives that kind as it is."""
+    if name in reference:
         return lambda scores: scores[name]
-    kinds, upper = CANDIDATES[name]
-    ref = fit_reference({k: reference[k] for k in kinds}, upper=upper)
+    if name in VIEWS:
+        ref = fit_reference(reference, upper=VIEWS[name][1], views=VIEWS[name][0])
+    else:
+        kinds, upper = FISHER[name]
+        ref = fit_reference({k: reference[k] for k in kinds}, upper=upper)
     return lambda scores: combined_score(scores, ref)
 
 
 def analyze(args) -> None:
-    names = [
-        "default",
-        "ratio-local-ink-local",
-        "views",
-        "views-ratio",
-        "views-r",
-        "tippett",
-        "ratio",
-    ]
+    """Each candidate's validation AUROC per set, printed; with `--row`, kept as a row."""
+    names = args.names
     print(f"{'set':28s}" + "".join(f"{n[:11]:>12s}" for n in names))
-    means: dict[str, list[float]] = {n: [] for n in names}
+    table: dict[str, dict[str, float]] = {}
+    made: dict[str, dict] = {}
     for path in sorted(OUT.glob(f"{args.glob}.npz")):
         groups = _load(path)
+        with np.load(path) as f:
+            made[path.stem] = json.loads(str(f["made"])) if "made" in f.files else {}
         for g in (g for g in groups if g.startswith("anomalous:")):
-            row = []
+            label = f"{path.stem}:{g.split(':', 1)[1]}"
+            table[label] = {}
             for n in names:
                 score = _scorer(n, groups["reference"])
                 s = [score(groups[x]) for x in ("normal", g)]
                 y = np.r_[np.zeros(len(s[0])), np.ones(len(s[1]))]
-                auc = roc_auc_score(y, np.r_[s[0], s[1]])
-                row.append(auc)
-                means[n].append(auc)
-            label = f"{path.stem}:{g.split(':', 1)[1]}"
-            print(f"{label[:28]:28s}" + "".join(f"{a:12.4f}" for a in row))
-    print(f"{'mean':28s}" + "".join(f"{np.mean(means[n]):12.4f}" for n in names))
-    print(f"{'min':28s}" + "".join(f"{np.min(means[n]):12.4f}" for n in names))
+                table[label][n] = float(roc_auc_score(y, np.r_[s[0], s[1]]))
+            print(f"{label[:28]:28s}" + "".join(f"{table[label][n]:12.4f}" for n in names))
+    for what, f in (("mean", np.mean), ("min", np.min)):
+        print(f"{what:28s}" + "".join(f"{f([r[n] for r in table.values()]):12.4f}" for n in names))
+    if args.row:
+        row = {"validation_auroc": table, "collected": made, "machine": machine()}
+        row.update(command=command(), date=now())
+        print(f"appended to {append_result('anomaly_selection', row)}")
 
 
 def main() -> None:
@@ -183,6 +169,8 @@ def main() -> None:
     c.add_argument("--tag", default="", help="prefix of the kept files' names")
     a = sub.add_parser("analyze")
     a.add_argument("--glob", default="*", help="which kept files (their name, a glob)")
+    a.add_argument("--names", nargs="*", default=list(SHOWN), help="candidates or kinds")
+    a.add_argument("--row", action="store_true", help="append the table to results/")
     args = ap.parse_args()
     collect(args) if args.cmd == "collect" else analyze(args)
 

@@ -8,6 +8,7 @@ from scipy.stats import norm
 
 from tests.conftest import synthetic_digits
 from vaekit import AnomalyDetector
+from vaekit.errors import VaekitError
 from vaekit.uses.calibration import (
     combined_score,
     fisher_statistic,
@@ -76,7 +77,56 @@ def test_combined_score_is_fishers_statistic_calibrated_on_the_reference():
         assert np.mean(p < level) == pytest.approx(level, rel=0.2)
     with pytest.raises(ValueError):
         combined_score({"c": np.zeros(2)}, ref)
+    with pytest.raises(VaekitError, match="method 'views-9'.*newer version"):
+        combined_score(scores, {**ref, "method": "views-9"})
     assert math.isfinite(combined_score({"a": np.array([1e6]), "b": np.array([1.0])}, ref)[0])
+
+
+def test_views_combine_by_their_smallest_calibrated_p_value():
+    """Fisher's method within each view, the smallest view p-value across them, calibrated on
+    the reference; kinds the scores lack are left out, and so are views left empty."""
+    rng = np.random.default_rng(4)
+    n = 20_000
+    a1 = rng.normal(0, 1, n)
+    normal = {"a1": a1, "a2": 0.6 * a1 + rng.normal(0, 1, n), "b": rng.gamma(3.0, 1.0, n)}
+    views = (("a1", "a2", "missing"), ("b",), ("absent",))
+    ref = fit_reference(normal, upper=("b",), views=views)
+    assert ref["method"] == "views-1" and len(ref["views"]) == 2
+    assert set(ref["views"][0]["kinds"]) == {"a1", "a2"} and ref["views"][1]["upper"] == ["b"]
+    x = {k: rng.permutation(v)[:500] + rng.normal(0, 2, 500) for k, v in normal.items()}
+    got = combined_score(x, ref)
+    per_view = np.max([combined_score(x, v) for v in ref["views"]], axis=0)
+    assert np.all(np.argsort(got) == np.argsort(per_view))  # a monotone map of the smallest p
+    fresh = {"a1": (a := rng.normal(0, 1, 50_000)), "a2": 0.6 * a + rng.normal(0, 1, 50_000)}
+    fresh["b"] = rng.gamma(3.0, 1.0, 50_000)
+    p = 2.0 ** -combined_score(fresh, ref)
+    for level in (0.01, 0.05, 0.2):
+        assert np.mean(p < level) == pytest.approx(level, rel=0.2)
+
+
+def test_a_view_that_sees_nothing_does_not_dilute_one_that_does():
+    """An anomaly that shows in one kind only (shot noise, seen by the intensity model alone):
+    kinds with no signal, summed with it by Fisher's method, bury it; as their own view they
+    cost it much less."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    null = [f"a{i}" for i in range(4)]
+
+    def draw(n, shift):
+        scores = {k: rng.normal(0, 1, n) for k in null}
+        scores["b"] = rng.normal(shift, 1, n)
+        return scores
+
+    ref_scores, normal, odd = draw(20_000, 0.0), draw(2000, 0.0), draw(2000, 2.0)
+    labels = np.r_[np.zeros(2000), np.ones(2000)]
+    auroc = {}
+    for name, views in (("fisher", None), ("views", (tuple(null), ("b",)))):
+        ref = fit_reference(ref_scores, upper=("b",), views=views)
+        both = np.r_[combined_score(normal, ref), combined_score(odd, ref)]
+        auroc[name] = roc_auc_score(labels, both)
+    alone = roc_auc_score(labels, np.r_[normal["b"], odd["b"]])
+    assert auroc["fisher"] < auroc["views"] - 0.05 and auroc["views"] < alone
 
 
 def test_a_saved_0_4_reference_still_scores_as_it_did():

@@ -1,5 +1,7 @@
 """vaekit: variational autoencoders, correct to the math, fast, and honest in their numbers."""
 
+__version__ = "0.6.0"  # first: modules that name the version import it from here
+
 from vaekit import _runtime  # noqa: F401  (first: sets CPU float flags)
 from vaekit.checkpoint import load_checkpoint, save_checkpoint
 from vaekit.config import Config, ModelConfig, TrainConfig, preset
@@ -11,8 +13,6 @@ from vaekit.objectives import elbo, importance_sampled_log_px, iwae_bound
 from vaekit.training import train
 from vaekit.uses.anomaly import AnomalyDetector
 from vaekit.uses.compression import compress, decompress
-
-__version__ = "0.5.0"
 
 
 def load(run: str) -> LatentVariableModel:

@@ -517,7 +517,8 @@ _score_opt = click.option(
     "score",
     type=click.Choice(["auto", *DETECTOR_SCORES]),
     help="[the detector's; auto: combined, every kind's tail probability under held-out "
-    "normal data, combined by Fisher's method and calibrated again; level-ratio needs a "
+    "normal data, combined by Fisher's method within the VAE's kinds and within the local "
+    "intensity model's, the smaller p of the two calibrated again; level-ratio needs a "
     "hierarchy]",
 )
 _k_opt = click.option("--k", "k", type=_POSITIVE, help="Importance samples for surprise [100].")

@@ -93,8 +93,11 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
     data, or by `calibrate(X_normal, quantile)` on held-out normal data.
     `score_kind="auto"` (the default) is `combined`: every score kind the data allows, each
     as a tail probability under normal examples held out of training (up to
-    REFERENCE_IMAGES, a tenth of X at most), combined by Fisher's method and calibrated again
-    (`uses.calibration`). Other kinds fit only what they need. `pixels` is the pixel mode the
+    REFERENCE_IMAGES, a tenth of X at most), combined by Fisher's method within two views
+    (the VAE's kinds; the local intensity model's) and by the smaller view p-value across
+    them, calibrated again (`uses.calibration`). Other kinds fit only what they need. The VAE
+    trains for the preset's epochs or MIN_UPDATES updates, whichever is longer, unless
+    `epochs` (or a `train.epochs=` override) says otherwise. `pixels` is the pixel mode the
     model is trained with (images only; default dynamic-binary). Scoring runs on the device
     the VAE trained on.
     `intensity_epochs` is the local intensity model's training length (at least 200 updates

@@ -51,6 +51,9 @@ import numpy as np
 from scipy.special import logsumexp
 from scipy.stats import norm
 
+from vaekit import __version__
+from vaekit.errors import VaekitError
+
 Z_GRID = np.linspace(-3.0, 3.0, 49)  # beyond ±3 a reference of 2,000 has too few points
 _TAIL_SPAN = 8  # grid steps (one unit of z) that set a tail's slope
 
@@ -141,7 +144,13 @@ def combined_score(scores: dict[str, np.ndarray], reference: Reference) -> np.nd
     """-log2 of the combined p-value: the upper tail of the reference's statistic (Fisher's,
     or the views' smallest p) under the reference's own statistics (a vaekit 0.4 reference:
     the harmonic mean of p-values)."""
-    if reference.get("method") == "views-1":
+    method = reference.get("method")
+    if method not in (None, "fisher-1", "views-1"):
+        raise VaekitError(
+            f"the combined score's reference uses method {method!r}, which this vaekit "
+            f"({__version__}) does not know: it was saved by a newer version"
+        )
+    if method == "views-1":
         z = z_scores(_views_statistic(scores, reference), reference["combined"])
     elif "kinds" in reference:
         z = z_scores(fisher_statistic(scores, reference), reference["combined"])
