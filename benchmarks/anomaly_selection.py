@@ -15,10 +15,16 @@ test sets stay unseen until `anomaly.py` measures the chosen default.
     python benchmarks/anomaly_selection.py collect --no-corruptions --digits 2 5 8 \
         --set train.epochs=100 --tag e100-
     python benchmarks/anomaly_selection.py analyze --row
+    python benchmarks/anomaly_selection.py collect --digits --set train.epochs=90 --tag e90-
+    python benchmarks/anomaly_selection.py collect --no-corruptions --digits 2 5 8 \
+        --set train.epochs=325 --tag e325-
+    python benchmarks/anomaly_selection.py analyze --glob "*digit-*" \
+        --names views fisher-5 ratio --row
 
 Each kept file records the command and commit that made it; the row records them all. The
 one-class detectors of the first command trained 30 epochs (vaekit 0.5's preset), those of
-the second 100, about what MIN_UPDATES now gives one digit.
+the second 100, about what MIN_UPDATES now gives one digit; the last two commands try a
+longer rule (about 25,000 updates) for the corruption detector and the digits.
 """
 
 from __future__ import annotations
