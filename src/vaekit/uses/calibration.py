@@ -152,11 +152,12 @@ def combined_score(scores: dict[str, np.ndarray], reference: Reference) -> np.nd
         )
     if method == "views-1":
         z = z_scores(_views_statistic(scores, reference), reference["combined"])
+        log_p_value = norm.logsf(z)
     elif "kinds" in reference:
-        z = z_scores(fisher_statistic(scores, reference), reference["combined"])
+        log_p_value = _fisher_log_p(scores, reference)
     else:
         return _harmonic_mean_score(scores, reference)
-    return np.maximum(0.0, -norm.logsf(z) / math.log(2.0))
+    return np.maximum(0.0, -log_p_value / math.log(2.0))
 
 
 def _harmonic_mean_score(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
