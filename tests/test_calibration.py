@@ -129,6 +129,39 @@ def test_a_view_that_sees_nothing_does_not_dilute_one_that_does():
     assert auroc["fisher"] < auroc["views"] - 0.05 and auroc["views"] < alone
 
 
+def test_weighted_views_trade_a_views_false_alarms_for_the_others_power():
+    """Weighted Bonferroni across views: equal weights are today's views; a small weight on a
+    view with no signal for an anomaly costs that anomaly less, the combined p-value stays
+    calibrated, and a strong anomaly seen by the light view alone is still flagged."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(6)
+
+    def draw(n, a=0.0, b=0.0):
+        return {"a": rng.normal(a, 1, n), "b": rng.normal(b, 1, n)}
+
+    ref_scores, normal = draw(20_000), draw(3000)
+    views = (("a",), ("b",))
+    plain = fit_reference(ref_scores, upper=("a", "b"), views=views)
+    even = fit_reference(ref_scores, upper=("a", "b"), views=views, weights=(3.0, 3.0))
+    assert even["method"] == "views-2" and even["weights"] == [0.5, 0.5]
+    assert np.allclose(combined_score(normal, even), combined_score(normal, plain))
+    light = fit_reference(ref_scores, upper=("a", "b"), views=views, weights=(0.9, 0.1))
+    labels = np.r_[np.zeros(3000), np.ones(3000)]
+
+    def auroc(ref, odd):
+        return roc_auc_score(labels, np.r_[combined_score(normal, ref), combined_score(odd, ref)])
+
+    in_a = draw(3000, a=2.0)
+    assert auroc(light, in_a) > auroc(even, in_a) + 0.01
+    assert auroc(light, draw(3000, b=5.0)) > 0.99  # the light view still flags what it sees
+    p = 2.0 ** -combined_score(draw(50_000), light)
+    for level in (0.01, 0.05, 0.2):
+        assert np.mean(p < level) == pytest.approx(level, rel=0.2)
+    with pytest.raises(ValueError, match="one positive weight per view"):
+        fit_reference(ref_scores, views=views, weights=(1.0, 0.0))
+
+
 def test_a_saved_0_4_reference_still_scores_as_it_did():
     """vaekit 0.4 saved {kind: [median, robust scale]} and combined by the harmonic mean."""
     ref = {"a": [0.0, 1.0], "b": [10.0, 2.0]}

@@ -36,7 +36,8 @@ kinds that are already corrected for simplicity, and the kinds are combined into
 
 A reference is JSON-ready: {"method": "fisher-1", "kinds": {kind: quantiles at `Z_GRID`},
 "upper": [upper-tailed kinds], "combined": quantiles of the statistic}, or {"method":
-"views-1", "views": [fisher-1 references], "combined": quantiles of the statistic}. A
+"views-1", "views": [fisher-1 references], "combined": quantiles of the statistic}, or
+method "views-2" with "weights" (one per view, summing to 1) beside them. A
 reference keeps its method, so a saved detector scores as it did when it was fitted.
 References saved by vaekit 0.4 ({kind: [median, robust scale]}) still score as they did: a
 normal fit per kind, two-sided, combined by the harmonic mean.
@@ -76,18 +77,23 @@ def fit_reference(
     scores: dict[str, np.ndarray],
     upper: tuple[str, ...] = (),
     views: tuple[tuple[str, ...], ...] | None = None,
+    weights: tuple[float, ...] | None = None,
 ) -> Reference:
     """The combined score's reference from normal data's scores of each kind; kinds in
     `upper` are tested in their upper tail only, the others in both. With `views`, groups of
     kinds each combined by Fisher's method and then by their smallest p-value (kinds not in
-    `scores` are left out, and so are views left empty)."""
+    `scores` are left out, and so are views left empty); with `weights` too (one per view),
+    by the smallest p_v / w_v, weighted Bonferroni: a view of weight w raises the normal
+    data's false alarms by about w of one view's."""
     if views is not None:
-        refs = [
-            fit_reference({k: scores[k] for k in view if k in scores}, upper)
-            for view in views
-            if any(k in scores for k in view)
-        ]
+        kept = [i for i, view in enumerate(views) if any(k in scores for k in view)]
+        refs = [fit_reference({k: scores[k] for k in views[i] if k in scores}, upper) for i in kept]
         ref: Reference = {"method": "views-1", "views": refs}
+        if weights is not None:
+            if len(weights) != len(views) or min(weights) <= 0:
+                raise ValueError(f"one positive weight per view, not {weights}")
+            w = np.asarray([weights[i] for i in kept], dtype=np.float64)
+            ref = {"method": "views-2", "views": refs, "weights": (w / w.sum()).tolist()}
         ref["combined"] = _quantiles(_views_statistic(scores, ref))
         return ref
     kinds = {k: q for k, v in scores.items() if (q := _quantiles(v)) is not None}
@@ -136,8 +142,13 @@ def _fisher_log_p(scores: dict[str, np.ndarray], reference: Reference) -> np.nda
 
 
 def _views_statistic(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
-    """-log of the smallest view's calibrated p-value (Tippett's statistic)."""
-    return -np.min([_fisher_log_p(scores, view) for view in reference["views"]], axis=0)
+    """-log of the smallest view's calibrated p-value (Tippett's statistic), each divided by
+    its view's weight where the reference has weights."""
+    views = reference["views"]
+    log_w = np.log(reference.get("weights", np.ones(len(views))))
+    return -np.min(
+        [_fisher_log_p(scores, v) - lw for v, lw in zip(views, log_w, strict=True)], axis=0
+    )
 
 
 def combined_score(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
@@ -145,12 +156,12 @@ def combined_score(scores: dict[str, np.ndarray], reference: Reference) -> np.nd
     or the views' smallest p) under the reference's own statistics (a vaekit 0.4 reference:
     the harmonic mean of p-values)."""
     method = reference.get("method")
-    if method not in (None, "fisher-1", "views-1"):
+    if method not in (None, "fisher-1", "views-1", "views-2"):
         raise VaekitError(
             f"the combined score's reference uses method {method!r}, which this vaekit "
             f"({__version__}) does not know: it was saved by a newer version"
         )
-    if method == "views-1":
+    if method in ("views-1", "views-2"):
         z = z_scores(_views_statistic(scores, reference), reference["combined"])
         log_p_value = norm.logsf(z)
     elif "kinds" in reference:
