@@ -83,8 +83,8 @@ def fit_reference(
     `upper` are tested in their upper tail only, the others in both. With `views`, groups of
     kinds each combined by Fisher's method and then by their smallest p-value (kinds not in
     `scores` are left out, and so are views left empty); with `weights` too (one per view),
-    by the smallest p_v / w_v, weighted Bonferroni: a view of weight w raises the normal
-    data's false alarms by about w of one view's."""
+    by the smallest p_v / w_v (weighted Bonferroni: at a level a, a view of weight w adds at
+    most w a of normal data's false alarms)."""
     if views is not None:
         kept = [i for i, view in enumerate(views) if any(k in scores for k in view)]
         refs = [fit_reference({k: scores[k] for k in views[i] if k in scores}, upper) for i in kept]
