@@ -22,12 +22,14 @@ test sets stay unseen until `anomaly.py` measures the chosen default.
         --names views fisher-5 ratio --row
     python benchmarks/anomaly_selection.py analyze --glob "e[39]*" --names views \
         views-w0.6 views-w0.7 views-w0.8 views-w0.9 views-w0.95 views-w0.98 ratio --row
+    python benchmarks/anomaly_selection.py analyze --glob "e[39]*" --names views \
+        views-r views-cr views-sr views-3 fisher-ratio-local ratio --row
 
 Each kept file records the command and commit that made it; the row records them all. The
 one-class detectors of the first command trained 30 epochs (vaekit 0.5's preset), those of
-the second 100, about what MIN_UPDATES now gives one digit; the last two commands try a
-longer rule (about 25,000 updates) for the corruption detector and the digits; the last
-weighs the intensity model's view less than the VAE's on the detectors of that rule.
+the second 100 (session 11's MIN_UPDATES). The `e90-` and `e325-` files try the longer rule
+that MIN_UPDATES now gives (90 epochs for the corruption detector, about 300 for a digit);
+the last two commands compare weighted and other views on those detectors.
 """
 
 from __future__ import annotations

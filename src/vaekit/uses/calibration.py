@@ -93,7 +93,7 @@ def fit_reference(
             if len(weights) != len(views) or min(weights) <= 0:
                 raise ValueError(f"one positive weight per view, not {weights}")
             w = np.asarray([weights[i] for i in kept], dtype=np.float64)
-            ref = {"method": "views-2", "views": refs, "weights": (w / w.sum()).tolist()}
+            ref.update(method="views-2", weights=(w / w.sum()).tolist())
         ref["combined"] = _quantiles(_views_statistic(scores, ref))
         return ref
     kinds = {k: q for k, v in scores.items() if (q := _quantiles(v)) is not None}
