@@ -124,6 +124,36 @@ def test_log_px_standard_error_is_the_spread_over_test_images(tmp_path, npy_data
     assert evaluate(model, test, k=0)["log_px_stderr"] is None
 
 
+def test_decoding_more_latents_at_once_draws_the_same_samples(tmp_path, npy_data):
+    """`max_batch` only regroups the work: each example's K samples come from its own stream,
+    so its log p(x) is the same whether 64 or 4096 latents are decoded at once, and K=200
+    spans several chunks of the smaller limit."""
+    from vaekit.data.splits import load_splits
+    from vaekit.evaluation import evaluate, per_example
+
+    run = train(tiny_config(npy_data, epochs=1), tmp_path / "run", progress=False)
+    model, cfg, _ = load_checkpoint(run)
+    test = load_splits(cfg, torch.device("cpu")).test[:20]
+    decoded: list[int] = []
+    log_weights = model.log_weights
+
+    def counting(x, k, eps=None, **kw):
+        decoded.append(x.shape[0] * k)
+        return log_weights(x, k, eps, **kw)
+
+    model.log_weights = counting
+    small = per_example(model, test, k=200, batch_size=10, max_batch=64)["log_px"]
+    assert max(decoded) == 64  # one example's block at a time
+    decoded.clear()
+    large = per_example(model, test, k=200, batch_size=10, max_batch=4096)["log_px"]
+    assert max(decoded) > 64
+    torch.testing.assert_close(small, large, rtol=0, atol=1e-4)
+    other = per_example(model, test, k=200, batch_size=10, seed=1, max_batch=4096)["log_px"]
+    assert (other - large).abs().max() > 1e-3  # the seed, not the batching, moves it
+    res = evaluate(model, test, k=200, batch_size=10, max_batch=4096)
+    assert res["log_px"] == pytest.approx(large.mean().item(), rel=1e-9)
+
+
 def test_conv_architecture_trains_on_odd_sizes(tmp_path):
     import numpy as np
 

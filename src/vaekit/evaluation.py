@@ -39,6 +39,7 @@ def per_example(
     coded: bool = False,
     example_noise: bool = True,
     top_groups: int | None = None,
+    max_batch: int | None = None,
 ) -> dict[str, Any]:
     """Per-example log p(x) (IS, K samples), reconstruction, KL (per group) and ELBO, in nats,
     for a split prepared by the model's pixel mode (`prepare_split`).
@@ -51,20 +52,33 @@ def per_example(
     `example_noise=False` draws from one seeded stream instead (faster; numbers then depend
     on the batch: for monitoring, as the per-epoch test ELBO does). `top_groups = j` adds
     `log_px_top`, log p_{>j}(x) with only the top j groups inferred (hierarchies).
+    `max_batch`: latents decoded at once (default: the architecture's limit); a large GPU
+    takes more than that conservative limit. It does not change the samples drawn.
     """
     if not example_noise:
         # CUDA's generator is forked too: unforked, every training epoch after this evaluation
         # would restart CUDA's noise from `seed`
         with seeded(seed, next(model.parameters()).device):
             return _per_example(
-                model, images, k, batch_size, seed, progress, coded, False, top_groups
+                model, images, k, batch_size, seed, progress, coded, False, top_groups, max_batch
             )
-    return _per_example(model, images, k, batch_size, seed, progress, coded, True, top_groups)
+    return _per_example(
+        model, images, k, batch_size, seed, progress, coded, True, top_groups, max_batch
+    )
 
 
 @torch.no_grad()
 def _per_example(
-    model, images, k, batch_size, seed, progress, coded, example_noise, top_groups=None
+    model,
+    images,
+    k,
+    batch_size,
+    seed,
+    progress,
+    coded,
+    example_noise,
+    top_groups=None,
+    max_batch=None,
 ):
     model.eval()
     images = torch.as_tensor(images)
@@ -91,11 +105,11 @@ def _per_example(
         x = x.to(dtype)  # a float64 model scores in float64
         inf = model.infer(x, None if noise is None else noise.normal(1, model.latent_dim, dev)[0])
         if k > 0:
-            terms = importance_sampled_terms(model, x, k, noise=noise)
+            terms = importance_sampled_terms(model, x, k, noise=noise, max_batch=max_batch)
             out["log_px"].append(terms.log_px.double())
             if top_groups is not None:
                 top = importance_sampled_terms(
-                    model, x, k, noise=noise, posterior_groups=top_groups
+                    model, x, k, noise=noise, max_batch=max_batch, posterior_groups=top_groups
                 )
                 out.setdefault("log_px_top", []).append(top.log_px.double())
             rec = terms.reconstruction
@@ -132,6 +146,7 @@ def evaluate(
     shard: bool = True,
     coded: bool = False,
     example_noise: bool = True,
+    max_batch: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate on uint8 images prepared by the model's pixel mode (`prepare_split`); k=0
     skips log p(x).
@@ -140,8 +155,8 @@ def evaluate(
     importance-sampled estimate with K samples from q(z|x) (a stochastic lower bound); the
     ELBO is E_q[log p(x|z)], averaged over those same K samples (one sample when k=0), minus
     the KL. Under torchrun (and `shard`), each rank takes a slice of the images and the sums
-    are all-reduced, so every rank returns the same numbers for the whole set. `coded` and
-    `example_noise`: see `per_example`.
+    are all-reduced, so every rank returns the same numbers for the whole set. `coded`,
+    `example_noise` and `max_batch`: see `per_example`.
     """
     t0 = time.perf_counter()
     images = torch.as_tensor(images)
@@ -150,7 +165,15 @@ def evaluate(
         per = -(-images.shape[0] // world.size)
         images = images[world.rank * per : (world.rank + 1) * per]
     terms = per_example(
-        model, images, k, batch_size, seed, progress and world.is_main, coded, example_noise
+        model,
+        images,
+        k,
+        batch_size,
+        seed,
+        progress and world.is_main,
+        coded,
+        example_noise,
+        max_batch=max_batch,
     )
     dims = model.group_dims
     mu = terms["posterior_mean"]
