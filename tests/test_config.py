@@ -75,6 +75,7 @@ def test_config_file_settings_are_type_checked(tmp_path, text, message):
         ("model.hidden=256,0", "each item must be >= 1"),
         ("train.bf16=maybe", "not true or false"),
         ("model.dropout=1", "must be >= 0 and <= 0.9"),
+        ("train.ema=1", "must be >= 0 and <= 0.99999"),  # an average that never moves
     ],
 )
 def test_overrides_are_range_checked(item, message):

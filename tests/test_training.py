@@ -53,6 +53,63 @@ def test_resume_continues_exactly(tmp_path, npy_data, monkeypatch):
         assert torch.allclose(va, vb, atol=1e-6), ka
 
 
+def test_weight_average_is_the_moving_average_of_the_optimizers_weights(tmp_path, npy_data):
+    """With `train.ema = d` and one step per epoch, the model saved after epoch e is
+    d * (the one after e-1) + (1 - d) * the optimizer's weights, which the checkpoint keeps
+    for resume; the epoch's test ELBO is the average's."""
+    cfg = tiny_config(npy_data, epochs=3)
+    cfg.train.ema, cfg.train.batch_size = 0.75, 100_000  # the whole split: one step an epoch
+    seen = []
+
+    def grab(row, model):
+        saved, _, state = load_checkpoint(tmp_path / "run", with_state=True)
+        seen.append((row, saved.state_dict(), state.raw_weights))
+        assert torch.equal(
+            next(iter(model.state_dict().values())), next(iter(seen[-1][1].values()))
+        )
+
+    train(cfg, tmp_path / "run", progress=False, on_epoch=grab)
+    assert all(row["test_weights"] == "ema-0.75" for row, _, _ in seen)
+    first_avg, first_raw = seen[0][1], seen[0][2]
+    for name in first_raw:  # the first update copies
+        torch.testing.assert_close(first_avg[name], first_raw[name])
+    moved = 0.0
+    for (_, before, _), (_, after, raw) in zip(seen, seen[1:], strict=False):
+        for name in raw:
+            torch.testing.assert_close(after[name], 0.75 * before[name] + 0.25 * raw[name])
+            moved = max(moved, (raw[name] - after[name]).abs().max().item())
+    assert moved > 1e-4  # the average lags the raw weights: the two are really different
+
+
+def test_resume_with_a_weight_average_continues_exactly(tmp_path, npy_data, monkeypatch):
+    import vaekit.training as training
+
+    cfg = tiny_config(npy_data, epochs=3)
+    cfg.train.ema = 0.9
+    full = train(cfg, tmp_path / "full", progress=False)
+    real_save = training.save_checkpoint
+
+    def die_at_the_third_save(*args, **kw):
+        if load_checkpoint_epoch(tmp_path / "part") == 2:
+            raise KeyboardInterrupt
+        real_save(*args, **kw)
+
+    def load_checkpoint_epoch(run):
+        return load_checkpoint(run)[2].epoch if (run / "checkpoint.safetensors").exists() else 0
+
+    monkeypatch.setattr(training, "save_checkpoint", die_at_the_third_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "part", progress=False)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    part = train(None, tmp_path / "part", resume=True, progress=False)
+    a, b = _metrics(full), _metrics(part)
+    assert [r["test_elbo"] for r in a] == pytest.approx([r["test_elbo"] for r in b], rel=1e-6)
+    (ma, _, sa), (mb, _, sb) = (load_checkpoint(r, with_state=True) for r in (full, part))
+    for name, v in ma.state_dict().items():
+        torch.testing.assert_close(v, mb.state_dict()[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(sa.raw_weights[name], sb.raw_weights[name], rtol=0, atol=1e-6)
+
+
 def test_resume_can_extend_a_finished_run(tmp_path, npy_data):
     run = train(tiny_config(npy_data, epochs=2), tmp_path / "r", progress=False)
     train(tiny_config(npy_data), run, resume=True, progress=False, total_epochs=3)

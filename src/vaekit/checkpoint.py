@@ -28,12 +28,15 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 
 @dataclass
 class TrainingState:
-    """Where a run stands: the next epoch to run, steps taken, and RNG/optimizer state."""
+    """Where a run stands: the next epoch to run, steps taken, and RNG/optimizer state.
+    `raw_weights`: with a weight average (`train.ema`) the model saved is the average, and
+    these are the weights the optimizer moves, which resume continues from."""
 
     epoch: int = 0
     step: int = 0
     optimizer: dict[str, Any] | None = None
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
+    raw_weights: dict[str, torch.Tensor] | None = None
 
 
 def checkpoint_path(run: str | Path) -> Path:
@@ -56,7 +59,8 @@ def weights_fingerprint(model: LatentVariableModel) -> str:
 def save_checkpoint(
     path: str | Path, model: LatentVariableModel, config: Config, state: TrainingState
 ) -> None:
-    """Write weights + optimizer + RNG state atomically to `path`."""
+    """Write weights + optimizer + RNG state (+ the raw weights under a weight average)
+    atomically to `path`."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_meta: dict[str, Any] = {}
     if state.optimizer is not None:
@@ -71,6 +75,8 @@ def save_checkpoint(
         opt_meta["scalars"] = scalars
     for name, t in state.rng.items():
         tensors[f"rng.{name}"] = t.cpu().contiguous()
+    for name, t in (state.raw_weights or {}).items():
+        tensors[f"raw.{name}"] = t.detach().cpu().contiguous()
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -158,5 +164,7 @@ def load_checkpoint(
                 slots.setdefault(int(idx), {})[name] = v
             state.optimizer = {"state": slots, "param_groups": opt_meta["param_groups"]}
         state.rng = {k[4:]: f.get_tensor(k) for k in f.keys() if k.startswith("rng.")}
+        raw = {k[4:]: f.get_tensor(k) for k in f.keys() if k.startswith("raw.")}
+        state.raw_weights = raw or None
     model.eval()
     return model, config, state

@@ -49,6 +49,10 @@ class TrainConfig:
     lr_final: float = 1e-4  # cosine decay from lr to lr_final over the run
     lr_warmup_steps: int = 0  # linear ramp of the learning rate from 0 over these steps
     weight_decay: float = 0.0
+    # decay of an exponential moving average of the weights (Polyak averaging, as VDVAE
+    # evaluates with); the average is what is evaluated each epoch and saved as the model,
+    # the raw weights are kept for resume. 0: off
+    ema: float = 0.0
     grad_clip: float | None = 100.0
     grad_skip: float | None = None  # skip updates whose gradient norm exceeds this
     objective: str = "elbo"  # elbo | iwae
@@ -328,6 +332,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "train.lr_final": _AT_LEAST_0,
     "train.lr_warmup_steps": _AT_LEAST_0,
     "train.weight_decay": _AT_LEAST_0,
+    "train.ema": (0, 0.99999, False),
     "train.grad_clip": _POSITIVE,
     "train.grad_skip": _POSITIVE,
     "train.iw_k": _AT_LEAST_1,

@@ -1,6 +1,7 @@
 """Training loop: in-memory uint8 data sliced into batches on the device, Adam with cosine
-decay, KL warm-up and free bits, a NaN guard, per-epoch test ELBO, atomic checkpoints and
-exact resume. The model is any `LatentVariableModel`; the loss is `objectives.TrainingObjective`.
+decay, KL warm-up and free bits, a NaN guard, an optional weight average, per-epoch test
+ELBO, atomic checkpoints and exact resume. The model is any `LatentVariableModel`; the loss
+is `objectives.TrainingObjective`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
@@ -71,6 +73,21 @@ def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> to
         )
     except (RuntimeError, TypeError):
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def weight_average(
+    model: LatentVariableModel, decay: float, state: TrainingState
+) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights (None when `decay` is 0). On
+    resume the checkpoint's model is the average and `state.raw_weights` the optimizer's
+    weights: the average starts from the former, the model goes back to the latter."""
+    if not decay:
+        return None
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if state.raw_weights is not None:
+        model.load_state_dict(state.raw_weights)
+        ema.n_averaged.fill_(1)  # an average under way: the next update blends, not copies
+    return ema
 
 
 def _epoch_batches(
@@ -241,6 +258,9 @@ def train(
         if "data" in state.rng:
             data_gen.set_state(state.rng["data"])
     guard = DivergenceGuard(opt, device, run_dir)
+    ema = weight_average(model, t.ema, state)
+    # what is evaluated each epoch, saved and handed to `on_epoch`: the average, if any
+    shown = model if ema is None else ema.module
     params = [p for p in model.parameters() if p.requires_grad]
     step_fn: nn.Module = TrainingObjective(model, t.objective, t.iw_k)
     if world.active:
@@ -303,6 +323,8 @@ def train(
                 guard.check(bad, epoch, step + 1)
                 if t.grad_skip is None or not bool(skip):
                     opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             skipped += skip & ~bad
             guard.record(bad)
             step += 1
@@ -335,7 +357,7 @@ def train(
         means = (distributed.all_reduce_(sums.cpu()) / (world.size * steps_per_epoch)).tolist()
         if world.is_main:
             row = _end_epoch(
-                model,
+                shown,
                 splits,
                 config,
                 epoch,
@@ -359,11 +381,12 @@ def train(
             # resume, and resume drops rows past the checkpoint, so no epoch is lost or doubled.
             append_metrics(run_dir, row)
             rng = {**rng_state(device), "data": data_gen.get_state()}
+            raw = None if ema is None else model.state_dict()
             save_checkpoint(
                 checkpoint_path(run_dir),
-                model,
+                shown,
                 config,
-                TrainingState(epoch + 1, step, opt.state_dict(), rng),
+                TrainingState(epoch + 1, step, opt.state_dict(), rng, raw),
             )
             if progress:
                 tqdm.write(
@@ -373,7 +396,7 @@ def train(
                     f"{row['images_per_s']:,.0f} img/s"
                 )
             if on_epoch is not None:
-                on_epoch(row, model)
+                on_epoch(row, shown)
         distributed.barrier()
     return run_dir
 
@@ -448,4 +471,6 @@ def _end_epoch(
     }
     if t.objective == "iwae":
         row["train_bound_name"] = f"iwae-k{t.iw_k}"
+    if t.ema:
+        row["test_weights"] = f"ema-{t.ema:g}"  # the training columns are the raw weights'
     return row
