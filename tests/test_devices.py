@@ -53,13 +53,8 @@ def test_a_file_written_on_one_device_decodes_on_the_other(family, pixels):
     vaekit <= 0.3 failed this both ways on an H100, torch 2.11+cu130, 2026-11-27; the exact
     coder failed the 8-bit cases on an H200 until division by a number was made IEEE on
     CUDA, and passed all four there after it, 2026-11-27 12:36 UTC.)"""
-    import copy
-
-    import numpy as np
-
     from tests.conftest import tiny_model
     from tests.test_hierarchical import hvae
-    from vaekit.uses.compression import compress, decompress
 
     shape = (1, 12, 12)
     cpu = (
@@ -67,16 +62,29 @@ def test_a_file_written_on_one_device_decodes_on_the_other(family, pixels):
         if family == "vae"
         else hvae(pixels, shape=shape)
     )
-    gpu = copy.deepcopy(cpu).cuda()
-    rng = np.random.default_rng(0)
+    _same_bytes_on_both_devices(cpu, pixels, n=300, seed=0)
+
+
+def _same_bytes_on_both_devices(cpu_model, pixels: str, n: int, seed: int, particles: int = 1):
+    """Random images coded on the CPU and on CUDA give one file, which each device decodes."""
+    import copy
+
+    import numpy as np
+
+    from vaekit.uses.compression import compress, decompress
+
+    gpu_model = copy.deepcopy(cpu_model).cuda()
+    shape = tuple(cpu_model.config.image_shape)
+    rng = np.random.default_rng(seed)
     if pixels == "8bit":
-        images = rng.integers(0, 256, (300, *shape), dtype=np.uint8)
+        images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
     else:
-        images = (rng.random((300, *shape)) < 0.3).astype(np.uint8)
-    from_cpu, from_gpu = compress(cpu, images), compress(gpu, images)
+        images = (rng.random((n, *shape)) < 0.3).astype(np.uint8)
+    from_cpu = compress(cpu_model, images, particles=particles)
+    from_gpu = compress(gpu_model, images, particles=particles)
     assert from_cpu == from_gpu
-    assert np.array_equal(decompress(gpu, from_cpu), images)
-    assert np.array_equal(decompress(cpu, from_gpu), images)
+    assert np.array_equal(decompress(gpu_model, from_cpu), images)
+    assert np.array_equal(decompress(cpu_model, from_gpu), images)
 
 
 def _conv_hvae(pixels: str, shape: tuple[int, int, int]):
@@ -114,23 +122,8 @@ def test_conv_and_importance_weighted_files_decode_on_the_other_device(arch, pix
     """The conv hierarchy (the GPU preset's networks: convolutions, transposed convolutions,
     layer norm) and importance-weighted bits-back (format 6's particle ramp) write the same
     bytes on both devices, and each decodes the other's file."""
-    import copy
-
-    import numpy as np
-
     from tests.test_hierarchical import hvae
-    from vaekit.uses.compression import compress, decompress
 
     shape = (1, 12, 12)
     cpu = _conv_hvae(pixels, shape) if arch == "conv" else hvae(pixels, shape=shape)
-    gpu = copy.deepcopy(cpu).cuda()
-    rng = np.random.default_rng(1)
-    if pixels == "8bit":
-        images = rng.integers(0, 256, (120, *shape), dtype=np.uint8)
-    else:
-        images = (rng.random((120, *shape)) < 0.3).astype(np.uint8)
-    from_cpu = compress(cpu, images, particles=particles)
-    from_gpu = compress(gpu, images, particles=particles)
-    assert from_cpu == from_gpu
-    assert np.array_equal(decompress(gpu, from_cpu), images)
-    assert np.array_equal(decompress(cpu, from_gpu), images)
+    _same_bytes_on_both_devices(cpu, pixels, n=120, seed=1, particles=particles)
