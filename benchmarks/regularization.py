@@ -9,7 +9,7 @@ This proxy trains each variant on the first `--limit` training images, where the
 overfits within minutes, with the preset's recipe compressed to `--epochs`, and reports the
 last epoch's training bound (the ELBO, or the IWAE bound with `train.objective=iwae`), the
 test ELBO and IS log p(x) (K=`--k`) on the first `--eval-images` test images. A variant is
-`name` or `name=override,override` (`--set` syntax). Every variant runs in this one process,
+`name` or `name=override,override` (`--set` syntax; lists as `model.hidden=[256,256]`). Every variant runs in this one process,
 one after another, so they share the machine's state. A proxy ranks candidates for a full
 run; it is not a likelihood result. Older rows call the training bound `train_elbo`
 whatever the objective.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for spec in args.variant or ["base"]:
         name, _, overrides = spec.partition("=")
-        cfg = apply_overrides(preset(args.preset), [o for o in overrides.split(",") if o])
+        # a comma starts a new override only before `section.key=`: lists keep theirs
+        items = re.split(r",(?=\w+\.\w+=)", overrides)
+        cfg = apply_overrides(preset(args.preset), [o for o in items if o])
         cfg.model.pixels = "dynamic-binary"
         cfg.train.limit, cfg.train.epochs, cfg.train.threads = args.limit, args.epochs, args.threads
         run = Path(args.out) / f"regularization-{args.preset}-{name}-{int(time.time())}"
