@@ -9,8 +9,9 @@ This proxy trains each variant on the first `--limit` training images, where the
 overfits within minutes, with the preset's recipe compressed to `--epochs`, and reports the
 last epoch's training bound (the ELBO, or the IWAE bound with `train.objective=iwae`), the
 test ELBO and IS log p(x) (K=`--k`) on the first `--eval-images` test images. A variant is
-`name` or `name=override,override` (`--set` syntax; lists as `model.hidden=[256,256]`). Every variant runs in this one process,
-one after another, so they share the machine's state. A proxy ranks candidates for a full
+`name` or `name=override,override` (`--set` syntax; lists as `model.hidden=[256,256]`).
+Every variant runs in this one process, one after another, so they share the machine's
+state. A proxy ranks candidates for a full
 run; it is not a likelihood result. Older rows call the training bound `train_elbo`
 whatever the objective.
 
