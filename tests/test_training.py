@@ -68,7 +68,7 @@ def test_weight_average_is_the_moving_average_of_the_optimizers_weights(tmp_path
             next(iter(model.state_dict().values())), next(iter(seen[-1][1].values()))
         )
 
-    train(cfg, tmp_path / "run", progress=False, on_epoch=grab)
+    train(cfg, tmp_path / "run", progress=True, on_epoch=grab)  # the CLI shows progress
     assert all(row["test_weights"] == "ema-0.75" for row, _, _ in seen)
     first_avg, first_raw = seen[0][1], seen[0][2]
     for name in first_raw:  # the first update copies

@@ -260,7 +260,7 @@ def train(
     guard = DivergenceGuard(opt, device, run_dir)
     ema = weight_average(model, t.ema, state)
     # what is evaluated each epoch, saved and handed to `on_epoch`: the average, if any
-    shown = model if ema is None else ema.module
+    evaluated = model if ema is None else ema.module
     params = [p for p in model.parameters() if p.requires_grad]
     step_fn: nn.Module = TrainingObjective(model, t.objective, t.iw_k)
     if world.active:
@@ -357,7 +357,7 @@ def train(
         means = (distributed.all_reduce_(sums.cpu()) / (world.size * steps_per_epoch)).tolist()
         if world.is_main:
             row = _end_epoch(
-                shown,
+                evaluated,
                 splits,
                 config,
                 epoch,
@@ -384,7 +384,7 @@ def train(
             raw = None if ema is None else model.state_dict()
             save_checkpoint(
                 checkpoint_path(run_dir),
-                shown,
+                evaluated,
                 config,
                 TrainingState(epoch + 1, step, opt.state_dict(), rng, raw),
             )
@@ -396,7 +396,7 @@ def train(
                     f"{row['images_per_s']:,.0f} img/s"
                 )
             if on_epoch is not None:
-                on_epoch(row, shown)
+                on_epoch(row, evaluated)
         distributed.barrier()
     return run_dir
 
