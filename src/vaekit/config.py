@@ -70,6 +70,9 @@ class TrainConfig:
     stream: bool = False  # read `data` as memory-mapped .npy shards through a DataLoader
     workers: int = 2  # DataLoader worker processes when streaming
     eval_batch_size: int = 1000
+    # test images whose ELBO is monitored after each epoch (the first N; None: all of them).
+    # A conv model's float32 pass over 10,000 images costs a CPU tens of seconds an epoch.
+    monitor_images: int | None = None
 
 
 @dataclass
@@ -343,6 +346,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "train.threads": _AT_LEAST_1,
     "train.workers": _AT_LEAST_0,
     "train.eval_batch_size": _AT_LEAST_1,
+    "train.monitor_images": _AT_LEAST_1,
 }
 
 
