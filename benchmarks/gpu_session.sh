@@ -9,6 +9,10 @@
 #   conv         benchmarks/mnist_nll.py for hvae-conv on the GPU, its epochs fitted to
 #                CONV_TRAIN_S seconds and its K=5000 test images to what is left of
 #                CONV_TOTAL_S; its weights come back
+#   evalrun      benchmarks/mnist_nll.py --run RUN: K=5000 on as many test images as fit in
+#                EVAL_TOTAL_S of a run trained elsewhere (carry its folder: a model trained
+#                within the CPU's two hours, evaluated where K=5000 on 10,000 images takes
+#                minutes instead of days)
 #   fashion      the hvae preset trained on Fashion-MNIST (the anomaly benchmark's
 #                Fashion -> MNIST direction); its weights come back
 #   VAEKIT_DATA=.gpudata STEPS="tests 8bit" bash benchmarks/gpu_session.sh
@@ -79,6 +83,13 @@ sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/test_devices.py', '
         tail -1 benchmarks/results/mnist_nll.jsonl > "$OUT/mnist_nll_row.json"
         run=$(ls -d /tmp/bench/mnist-hvae-conv-* | grep -v probe | tail -1)
         [ -n "$run" ] && export_weights "$run" hvae-conv ;;
+    evalrun)
+        timeout "${EVAL_S:-585}" python3 benchmarks/mnist_nll.py --run "$RUN" --device cuda \
+            --threads 8 --total-seconds "${EVAL_TOTAL_S:-570}" \
+            --decode-batch "${DECODE_BATCH:-16384}" 2>&1 | tr '\r' '\n' \
+            | grep -v 'img/s]\|s/img]' > "$OUT/evalrun.txt"
+        echo "evalrun exit ${PIPESTATUS[0]}" >> "$OUT/evalrun.txt"
+        tail -1 benchmarks/results/mnist_nll.jsonl > "$OUT/evalrun_row.json" ;;
     esac
 done
 ls -la "$OUT"

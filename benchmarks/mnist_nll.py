@@ -10,6 +10,10 @@ for as many epochs as fit in S (the learning-rate schedule then spans those epoc
 once training ends. `--decode-batch` decodes more latents at once than the architecture's
 conservative default (a large GPU's memory); on CUDA cuDNN picks its fastest kernels.
 
+`--run DIR` evaluates a run trained before (on another machine: a model trained on the CPU,
+evaluated on a lent GPU) instead of training one; its row names the run and takes the
+training time from the run's own metrics (the epochs' training seconds, monitor excluded).
+
 Appends one row per preset to benchmarks/results/mnist_nll.jsonl with machine, command and
 date; BENCHMARKS.md quotes them.
 """
@@ -47,6 +51,7 @@ def main() -> None:
         "--total-seconds", type=float, help="evaluate within what is left of this after training"
     )
     ap.add_argument("--decode-batch", type=int, help="latents decoded at once when evaluating")
+    ap.add_argument("--run", type=Path, help="evaluate this trained run instead of training")
     args = ap.parse_args()
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -55,23 +60,25 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     from vaekit.config import apply_overrides
 
-    for name in args.presets:
-        cfg = apply_overrides(preset(name), args.overrides)
-        cfg.model.pixels = "dynamic-binary"
-        cfg.train.threads = args.threads
-        cfg.train.device = args.device
-        if args.epochs:
-            cfg.train.epochs = args.epochs
-        run = Path(args.out) / f"mnist-{name}-{int(time.time())}"
-        budget_s = None
-        if args.train_seconds:
-            cfg.train.epochs = _epochs_within(
-                cfg, args.train_seconds, run.with_name(run.name + "-probe")
-            )
-            budget_s = args.train_seconds
-        t0 = time.perf_counter()
-        train(cfg, run, progress=True)
-        train_s = time.perf_counter() - t0
+    jobs = [(None, args.run)] if args.run else [(name, None) for name in args.presets]
+    for name, run in jobs:
+        budget_s = train_s = None
+        if run is None:
+            cfg = apply_overrides(preset(name), args.overrides)
+            cfg.model.pixels = "dynamic-binary"
+            cfg.train.threads = args.threads
+            cfg.train.device = args.device
+            if args.epochs:
+                cfg.train.epochs = args.epochs
+            run = Path(args.out) / f"mnist-{name}-{int(time.time())}"
+            if args.train_seconds:
+                cfg.train.epochs = _epochs_within(
+                    cfg, args.train_seconds, run.with_name(run.name + "-probe")
+                )
+                budget_s = args.train_seconds
+            t0 = time.perf_counter()
+            train(cfg, run, progress=True)
+            train_s = time.perf_counter() - t0
         device = torch.device(args.device)
         model, cfg, _ = load_checkpoint(run, map_location=args.device)
         splits = load_splits(cfg, device)
@@ -96,6 +103,7 @@ def main() -> None:
         metrics = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
         row = {
             "preset": name,
+            "run": None if name else str(run),
             "config": cfg.to_dict(),
             "log_px": res["log_px"],
             "k": args.k,
@@ -113,6 +121,9 @@ def main() -> None:
             "latent_dim": res["latent_dim"],
             "groups": res.get("groups"),
             "train_seconds": train_s,
+            # the epochs' own training time (per-epoch monitor and checkpoints excluded)
+            "train_seconds_in_metrics": sum(m["train_seconds"] for m in metrics),
+            "trained_on": cfg.train.device,
             "eval_seconds": eval_s,
             "images_per_s": sum(m["images_per_s"] for m in metrics) / len(metrics),
             "epochs": cfg.train.epochs,

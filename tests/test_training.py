@@ -23,8 +23,16 @@ def test_tiny_training_lowers_the_loss(tmp_path, npy_data):
     assert m[-1]["test_elbo"] > m[0]["test_elbo"] + 5
 
 
-def test_resume_continues_exactly(tmp_path, npy_data, monkeypatch):
-    full = train(tiny_config(npy_data, epochs=4), tmp_path / "full", progress=False)
+def _config(npy_data, arch: str, epochs: int = 2):
+    cfg = tiny_config(npy_data, epochs=epochs)
+    if arch == "conv":  # trained channels-last on CPUs, saved contiguous
+        cfg.model.arch, cfg.model.channels = "conv", 4
+    return cfg
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_resume_continues_exactly(tmp_path, npy_data, monkeypatch, arch):
+    full = train(_config(npy_data, arch, epochs=4), tmp_path / "full", progress=False)
     import vaekit.training as training
 
     real_save = training.save_checkpoint
@@ -38,9 +46,9 @@ def test_resume_continues_exactly(tmp_path, npy_data, monkeypatch):
 
     monkeypatch.setattr(training, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(npy_data, epochs=4), tmp_path / "part", progress=False)
+        train(_config(npy_data, arch, epochs=4), tmp_path / "part", progress=False)
     monkeypatch.setattr(training, "save_checkpoint", real_save)
-    part = train(tiny_config(npy_data), tmp_path / "part", resume=True, progress=False)
+    part = train(_config(npy_data, arch), tmp_path / "part", resume=True, progress=False)
     a, b = _metrics(full), _metrics(part)
     assert [r["epoch"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b, strict=True):
@@ -51,6 +59,37 @@ def test_resume_continues_exactly(tmp_path, npy_data, monkeypatch):
     assert sa.step == sb.step
     for (ka, va), (_, vb) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
         assert torch.allclose(va, vb, atol=1e-6), ka
+
+
+def test_convolutions_train_channels_last_on_cpus(tmp_path, npy_data):
+    layouts = []
+
+    def record(row, model):
+        kernels = [p for p in model.parameters() if p.dim() == 4]
+        layouts.append(all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels))
+        layouts.append(len(kernels) > 0)
+
+    train(_config(npy_data, "conv"), tmp_path / "run", progress=False, on_epoch=record)
+    assert layouts == [True, True, True, True]
+
+
+def test_the_monitor_reads_the_first_n_test_images(tmp_path, npy_data):
+    from vaekit.data.splits import load_splits
+    from vaekit.evaluation import evaluate
+
+    cfg = tiny_config(npy_data, epochs=1)
+    cfg.train.monitor_images = 10
+    run = train(cfg, tmp_path / "run", progress=False)
+    model, cfg, _ = load_checkpoint(run)
+    test = load_splits(cfg, torch.device("cpu")).test
+    assert len(test) > 10
+
+    def elbo(images):
+        return evaluate(model, images, k=0, batch_size=64, shard=False, example_noise=False)["elbo"]
+
+    logged = _metrics(run)[0]["test_elbo"]
+    assert logged == pytest.approx(elbo(test[:10]), rel=1e-6)
+    assert abs(logged - elbo(test)) > 1e-3
 
 
 def test_weight_average_is_the_moving_average_of_the_optimizers_weights(tmp_path, npy_data):
