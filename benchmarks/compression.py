@@ -155,6 +155,12 @@ def main() -> None:
         help="also code with the float coder of vaekit <= 0.3 (formats 2-4): the cost of exact "
         "arithmetic in rate and speed, same model, same run",
     )
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="run the coder's networks here (cuda: the same bytes as on the CPU, tested)",
+    )
+    ap.add_argument("--no-generic", action="store_true", help="skip the generic coders")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     test = load_dataset("mnist").test[: args.n]  # (N, 1, 28, 28) uint8
@@ -169,9 +175,11 @@ def main() -> None:
             continue
         if run in ("mlp-8bit", "mlp"):
             run = trained(run, args.threads)
-        model, cfg, _ = load_checkpoint(run)
+        model, cfg, _ = load_checkpoint(run, map_location=args.device)
         payload = images.tobytes() if kind == "8bit" else np.packbits(images).tobytes()
-        gen = generic_rows(images[:, 0] * (255 if kind == "binary" else 1), payload, True)
+        gen = {}
+        if not args.no_generic:
+            gen = generic_rows(images[:, 0] * (255 if kind == "binary" else 1), payload, True)
         vk = vaekit_row(model, images, args.ideal_k, min(args.ideal_n, len(images)))
         weighted = {
             k: vaekit_row(model, images, args.ideal_k, min(args.ideal_n, len(images)), k)
@@ -219,6 +227,7 @@ def main() -> None:
             print(f"  {name:<24s} {v:.4f}   (vaekit is {v / vk['bits_per_dim']:.2f}x smaller)")
     row = {
         "n": len(test),
+        "device": args.device,
         "results": results,
         "machine": machine(),
         "command": command(),

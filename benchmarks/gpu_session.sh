@@ -13,6 +13,9 @@
 #                EVAL_TOTAL_S of a run trained elsewhere (carry its folder: a model trained
 #                within the CPU's two hours, evaluated where K=5000 on 10,000 images takes
 #                minutes instead of days)
+#   codebinary   benchmarks/compression.py on CUDA: the binarized test set coded by RUN with
+#                plain and importance-weighted bits-back (PARTICLES, default 16), every file
+#                decoded and compared (the exact coder writes the same bytes on a CPU)
 #   fashion      the hvae preset trained on Fashion-MNIST (the anomaly benchmark's
 #                Fashion -> MNIST direction); its weights come back
 #   VAEKIT_DATA=.gpudata STEPS="tests 8bit" bash benchmarks/gpu_session.sh
@@ -90,6 +93,12 @@ sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/test_devices.py', '
             | grep -v 'img/s]\|s/img]' > "$OUT/evalrun.txt"
         echo "evalrun exit ${PIPESTATUS[0]}" >> "$OUT/evalrun.txt"
         tail -1 benchmarks/results/mnist_nll.jsonl > "$OUT/evalrun_row.json" ;;
+    codebinary)
+        timeout "${CODE_S:-400}" python3 benchmarks/compression.py --kinds binary \
+            --model-binary "$RUN" --device cuda --threads 8 --no-generic --ideal-n 0 \
+            --particles ${PARTICLES:-16} > "$OUT/codebinary.txt" 2>&1
+        echo "codebinary exit $?" >> "$OUT/codebinary.txt"
+        tail -1 benchmarks/results/compression.jsonl > "$OUT/codebinary_row.json" ;;
     esac
 done
 ls -la "$OUT"
