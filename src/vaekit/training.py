@@ -75,6 +75,16 @@ def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> to
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each restored moment its parameter's memory layout: the saved moments are
+    contiguous, and fused Adam, which walks a channels-last weight and its moments as one
+    buffer, drifts when their layouts differ (a conv run's resume was not exact)."""
+    for p, st in opt.state.items():
+        for name, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                st[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def weight_average(
     model: LatentVariableModel, decay: float, state: TrainingState
 ) -> AveragedModel | None:
@@ -258,6 +268,7 @@ def train(
     if resume:
         if state.optimizer is not None:
             opt.load_state_dict(state.optimizer)
+            _match_layouts(opt)
         if not world.active:
             set_rng_state(state.rng, device)
         if "data" in state.rng:
