@@ -257,9 +257,9 @@ def train(
     distributed.barrier()
 
     if device.type == "cpu":
-        # oneDNN's convolutions run 1.2-1.35x faster on channels-last weights (float32 and
-        # bf16, a conv hierarchy's training step on an AMX Xeon); the saved tensors are
-        # contiguous either way, and a matrix-only model is unchanged.
+        # oneDNN's convolutions run faster on channels-last weights (benchmarks/conv_layout.py
+        # times both layouts); the saved tensors are contiguous either way, and a
+        # matrix-only model is unchanged.
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, config, device)
     # The same permutation on every rank (each takes a strided shard of it); different noise.
