@@ -1,0 +1,63 @@
+"""The subset estimator of a whole test set's log p(x) (evaluation.subset_mean)."""
+
+import math
+
+import pytest
+import torch
+
+from vaekit.evaluation import subset_mean
+
+
+def _population(n: int = 2000, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    elbo = -90.0 + 5.0 * torch.randn(n, generator=g, dtype=torch.float64)
+    gap = 3.0 + 1.0 * torch.randn(n, generator=g, dtype=torch.float64)
+    return elbo, elbo + gap
+
+
+def test_a_constant_gap_gives_the_exact_mean_with_no_error():
+    elbo, _ = _population()
+    log_px = elbo + 2.5
+    idx = torch.randperm(elbo.numel(), generator=torch.Generator().manual_seed(1))[:30]
+    est, err = subset_mean(elbo, idx, log_px[idx])
+    assert est == pytest.approx(log_px.mean().item(), abs=1e-9)
+    assert err == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_whole_set_as_subset_is_the_plain_mean():
+    elbo, log_px = _population(200)
+    idx = torch.randperm(200, generator=torch.Generator().manual_seed(2))
+    est, err = subset_mean(elbo, idx, log_px[idx])
+    assert est == pytest.approx(log_px.mean().item(), abs=1e-9)
+    assert err == 0.0
+
+
+def test_unbiased_with_an_honest_error_and_tighter_than_the_subset_alone():
+    elbo, log_px = _population()
+    truth = log_px.mean().item()
+    g = torch.Generator().manual_seed(3)
+    ests, errs, plain = [], [], []
+    for _ in range(400):
+        idx = torch.randperm(elbo.numel(), generator=g)[:50]
+        est, err = subset_mean(elbo, idx, log_px[idx])
+        ests.append(est)
+        errs.append(err)
+        plain.append(log_px[idx].mean().item())
+    ests_t = torch.tensor(ests)
+    spread = ests_t.std().item()
+    # unbiased: the mean of 400 estimates sits within 4 of its standard errors of the truth
+    assert abs(ests_t.mean().item() - truth) < 4 * spread / math.sqrt(len(ests))
+    # the reported error matches the estimates' real spread
+    assert 0.8 < sum(errs) / len(errs) / spread < 1.2
+    # the gap varies 5x less than log p(x) here: the plain subset mean spreads far more
+    assert torch.tensor(plain).std().item() > 3 * spread
+
+
+@pytest.mark.parametrize(
+    "idx, n_target",
+    [([0, 0, 1], 3), ([0, 5000], 2), ([-1, 2], 2), ([0, 1], 3), ([], 0)],
+)
+def test_a_bad_subset_is_refused(idx, n_target):
+    elbo, log_px = _population(100)
+    with pytest.raises(ValueError):
+        subset_mean(elbo, torch.tensor(idx, dtype=torch.long), torch.zeros(n_target))
