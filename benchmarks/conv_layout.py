@@ -81,7 +81,8 @@ def main() -> None:
         "images_per_s": med,
         "rounds_images_per_s": rates,
         "bf16_over_float32": {
-            lay: med[f"bf16/{lay}"] / med[f"float32/{lay}"] for lay in ("contiguous", "channels_last")
+            lay: med[f"bf16/{lay}"] / med[f"float32/{lay}"]
+            for lay in ("contiguous", "channels_last")
         },
         "channels_last_over_contiguous": {
             p: med[f"{p}/channels_last"] / med[f"{p}/contiguous"] for p in ("float32", "bf16")

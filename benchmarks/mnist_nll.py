@@ -145,7 +145,7 @@ def main() -> None:
                 sampled["control_elbo_all"] if sampled else None if full is None else full["elbo"]
             ),
             "log_px_stderr": res.get("log_px_stderr"),
-            "train_budget_s": budget_s,
+            "train_budget_s": budget_s or cfg.train.time_budget_s,
             "elbo": res["elbo"],
             "reconstruction": res["reconstruction"],
             "kl": res["kl"],
@@ -161,7 +161,10 @@ def main() -> None:
             "trained_on": cfg.train.device,
             "eval_seconds": eval_s,
             "images_per_s": sum(m["images_per_s"] for m in metrics) / len(metrics),
-            "epochs": cfg.train.epochs,
+            "epochs": len(metrics),  # a time budget (train.time_budget_s) may stop early
+            "epochs_allowed": cfg.train.epochs,
+            # the run's wall time, steps and per-epoch monitor (rows written since session 15)
+            "elapsed_seconds_in_metrics": metrics[-1].get("elapsed_seconds"),
             "device": args.device,
             "decode_batch": args.decode_batch or model.decode_batch_limit,
             "cudnn_tf32": torch.backends.cudnn.allow_tf32 if args.device == "cuda" else None,

@@ -329,3 +329,63 @@ def test_dropout_acts_while_training_only_and_its_run_reloads(tmp_path, npy_data
     plain = build_model(cfg.model)
     assert "decoder.body.2.weight" in plain.state_dict()
     assert "decoder.body.2.weight" not in model.state_dict()
+
+
+class _FakeClock:
+    """A clock that advances `tick` seconds each time it is read."""
+
+    def __init__(self, tick: float = 0.0):
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_a_time_budget_paces_the_learning_rate_and_stops_before_overrunning(monkeypatch):
+    import vaekit.training as training
+
+    clock = _FakeClock()
+    monkeypatch.setattr(training, "_clock", clock)
+    b = training.TimeBudget(100.0, [])
+    assert b.begin_epoch(0, 10) and b.fraction(5) == 0.0  # no pace known yet
+    clock.now = 30.0
+    assert b.begin_epoch(10, 10)  # 3 s a step: this epoch ends at 60 s
+    assert b.fraction(15) == pytest.approx(0.45)
+    clock.now = 60.0
+    assert b.begin_epoch(20, 10)  # ends at 90
+    clock.now = 95.0
+    assert not b.begin_epoch(30, 10)  # 3.5 s a step now: would end at 130
+    # a resumed run takes its spent time and pace from the metrics rows
+    clock.now = 0.0
+    rows = [{"elapsed_seconds": 30.0, "step": 10}, {"elapsed_seconds": 60.0, "step": 20}]
+    r = training.TimeBudget(100.0, rows)
+    assert r.begin_epoch(20, 10) and r.fraction(25) == pytest.approx(0.75)
+    assert not training.TimeBudget(80.0, rows).begin_epoch(20, 10)
+    free = training.TimeBudget(None, rows)
+    assert free.begin_epoch(10**6, 10) and free.fraction(10**6) == 0.0
+
+
+def test_a_budgeted_run_stops_early_with_its_learning_rate_decayed(tmp_path, npy_data, monkeypatch):
+    import vaekit.training as training
+
+    monkeypatch.setattr(training, "_clock", _FakeClock(tick=1.0))
+    cfg = tiny_config(npy_data, epochs=50)
+    cfg.train.lr, cfg.train.lr_final, cfg.train.time_budget_s = 1e-3, 1e-5, 9.0
+    run = train(cfg, tmp_path / "run", progress=False)
+    m = _metrics(run)
+    assert 2 <= len(m) < 10
+    assert all(r["elapsed_seconds"] <= 9.0 for r in m)
+    # by steps the run is a few percent in, so the cosine alone would still be near lr
+    assert m[-1]["lr"] < 0.5 * (cfg.train.lr + cfg.train.lr_final)
+    assert training.learning_rate(cfg, m[-1]["step"], 50 * m[0]["step"]) > 9e-4
+    # resuming a spent budget trains nothing more
+    train(None, run, resume=True, progress=False, total_epochs=60)
+    assert _metrics(run) == m
+
+
+def test_a_time_budget_must_be_positive(tmp_path, npy_data):
+    cfg = tiny_config(npy_data)
+    cfg.train.time_budget_s = 0.0
+    with pytest.raises(VaekitError, match="time_budget_s"):
+        train(cfg, tmp_path / "run", progress=False)

@@ -73,6 +73,10 @@ class TrainConfig:
     # test images whose ELBO is monitored after each epoch (the first N; None: all of them).
     # A conv model's float32 pass over 10,000 images costs a CPU tens of seconds an epoch.
     monitor_images: int | None = None
+    # wall-clock seconds for the whole run (None: no limit): the learning rate then decays
+    # over whichever ends first, the epochs or the budget, and training stops at the last
+    # epoch that fits (training.TimeBudget)
+    time_budget_s: float | None = None
 
 
 @dataclass
@@ -347,6 +351,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "train.workers": _AT_LEAST_0,
     "train.eval_batch_size": _AT_LEAST_1,
     "train.monitor_images": _AT_LEAST_1,
+    "train.time_budget_s": _POSITIVE,
 }
 
 

@@ -38,19 +38,78 @@ from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.evaluation import evaluate
 from vaekit.models import LatentVariableModel, build_model
 from vaekit.objectives import TrainingObjective
-from vaekit.runs import append_metrics, collapse_note, truncate_metrics, write_config
+from vaekit.runs import (
+    append_metrics,
+    collapse_note,
+    read_metrics,
+    truncate_metrics,
+    write_config,
+)
 
 
-def learning_rate(config: Config, step: int, total_steps: int) -> float:
+def learning_rate(config: Config, step: int, total_steps: int, time_fraction: float = 0.0) -> float:
     """Cosine decay from lr to lr_final over the whole run, after a linear ramp from 0 over
     the first `lr_warmup_steps` (Adam's first updates move every weight by about lr at once,
-    which a deep unnormalised convolutional stack does not survive at full rate)."""
+    which a deep unnormalised convolutional stack does not survive at full rate). The run's
+    progress is the larger of its fraction of steps and `time_fraction`, its fraction of a
+    time budget (`TimeBudget`)."""
     t = config.train
-    frac = min(1.0, step / max(1, total_steps))
+    frac = min(1.0, max(step / max(1, total_steps), time_fraction))
     lr = t.lr_final + 0.5 * (t.lr - t.lr_final) * (1.0 + math.cos(math.pi * frac))
     if step < t.lr_warmup_steps:
         lr *= (step + 1) / t.lr_warmup_steps
     return lr
+
+
+_clock = time.perf_counter  # TimeBudget's clock (a test gives it a fake one)
+
+
+class TimeBudget:
+    """A run's wall-clock budget (`train.time_budget_s`): the learning rate decays over the
+    budget when the budget ends before the epochs do, and an epoch that would end past the
+    budget is not started (the first epoch always runs). Time counts every epoch of the run,
+    steps and monitor, across resumes (each metrics row's `elapsed_seconds`). The clock is
+    read at epoch starts only and all-reduced, and within an epoch time is extrapolated from
+    the last epoch's pace, so every rank follows the same schedule. A budgeted run is not
+    bit-reproducible: its learning rates depend on the machine's speed."""
+
+    def __init__(self, budget_s: float | None, rows: list[dict[str, Any]]):
+        self.budget = budget_s
+        done = [r for r in rows if "elapsed_seconds" in r]
+        self.spent_before = done[-1]["elapsed_seconds"] if done else 0.0
+        self.clock = _clock()
+        # (seconds, step) at the last epoch start: the pace comes from two of them
+        self.last: tuple[float, int] | None = None
+        if done:
+            prev = done[-2] if len(done) > 1 else {"elapsed_seconds": 0.0, "step": 0}
+            self.last = (prev["elapsed_seconds"], prev["step"])
+        self.per_step: float | None = None
+        self.epoch_start = (self.spent_before, 0)
+
+    def spent(self) -> float:
+        """Seconds the run has trained, this process and earlier ones."""
+        return self.spent_before + _clock() - self.clock
+
+    def begin_epoch(self, step: int, steps: int) -> bool:
+        """Agree on the time spent at this epoch's start; False when an epoch of `steps`
+        steps would end past the budget."""
+        if self.budget is None:
+            return True
+        now = distributed.all_reduce_(torch.tensor([self.spent()], dtype=torch.float64), "max")
+        spent = float(now[0])
+        if self.last is not None and step > self.last[1]:
+            self.per_step = (spent - self.last[0]) / (step - self.last[1])
+        self.last = self.epoch_start = (spent, step)
+        if self.per_step is None:
+            return spent < self.budget
+        return spent + self.per_step * steps <= self.budget
+
+    def fraction(self, step: int) -> float:
+        """The budget's fraction spent by `step` (0 without a budget)."""
+        if self.budget is None:
+            return 0.0
+        spent, start = self.epoch_start
+        return (spent + (self.per_step or 0.0) * (step - start)) / self.budget
 
 
 def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
@@ -297,7 +356,16 @@ def train(
     for note in notes if world.is_main else []:
         tqdm.write(f"warning: {note}", file=sys.stderr)
     step = state.step
+    budget = TimeBudget(t.time_budget_s, read_metrics(run_dir) if resume else [])
     for epoch in range(state.epoch, t.epochs):
+        if not budget.begin_epoch(step, steps_per_epoch):
+            if progress:
+                tqdm.write(
+                    f"stopping at the time budget (train.time_budget_s = {t.time_budget_s:g}): "
+                    f"{budget.epoch_start[0]:,.0f} s spent in {epoch} of {t.epochs} epochs, "
+                    "and another would end past it"
+                )
+            break
         model.train()
         batches = _epoch_batches(
             splits.train, t, world, data_gen, b, steps_per_epoch, epoch, device
@@ -316,7 +384,7 @@ def train(
         )
         for i, raw in zip(bar, batches, strict=False):
             x = model.pixels.values(raw, train=True)
-            lr = learning_rate(config, step, total_steps)
+            lr = learning_rate(config, step, total_steps, budget.fraction(step))
             for g in opt.param_groups:
                 g["lr"] = lr
             beta = kl_weight(config, step, steps_per_epoch)
@@ -391,6 +459,7 @@ def train(
                 tqdm.write(f"warning: {collapse}", file=sys.stderr)
             if t.grad_skip is not None:
                 row["skipped_steps"] = int(skipped)
+            row["elapsed_seconds"] = budget.spent()  # the run's wall time: steps and monitor
             if notes:
                 row["warnings"], notes = notes, []
             # Metrics first: a crash before the checkpoint lands only repeats this epoch on
