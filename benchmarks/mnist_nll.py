@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import evaluate, load_checkpoint, preset, train  # noqa: E402
 from vaekit.data.splits import load_splits  # noqa: E402
-from vaekit.evaluation import per_example, subset_mean  # noqa: E402
+from vaekit.evaluation import evaluate_sampled  # noqa: E402
 
 
 def main() -> None:
@@ -115,8 +114,20 @@ def main() -> None:
         sampled = None
         t1 = time.perf_counter()
         if args.eval_sample:
-            res, sampled = _sampled_estimate(model, test, args)
-            test = test[: len(sampled["index"])]  # only its length is read below
+            if not 1 < args.eval_sample <= len(test):
+                raise SystemExit(f"--eval-sample must be 2..{len(test)}, not {args.eval_sample}")
+            res = evaluate_sampled(
+                model,
+                test,
+                args.k,
+                args.eval_sample,
+                args.sample_seed,
+                args.control_samples,
+                progress=True,
+                max_batch=args.decode_batch,
+            )
+            sampled = res["sampled"]
+            test = test[: sampled["images"]]  # only its length is read below
         else:
             if args.eval_images and args.eval_images < len(test):
                 full = evaluate(model, test, k=0, batch_size=500, progress=True)
@@ -133,16 +144,11 @@ def main() -> None:
             "log_px": res["log_px"],
             "k": args.k,
             "eval_images": len(test),
-            "log_px_estimator": (
-                f"ELBO on all {sampled['all']} test images (mean of {args.control_samples} "
-                f"one-sample ELBOs each) + mean Jensen gap (IS K={args.k} - that ELBO) on "
-                f"{len(sampled['index'])} uniformly random test images (seed {args.sample_seed})"
-                if sampled
-                else f"IS K={args.k} on the first {len(test)} test images"
-            ),
+            "log_px_estimator": res["estimators"]["log_px"]
+            + ("" if sampled or full is None else f" (the first {len(test)} test images)"),
             "sampled": sampled,
             "elbo_all_test": (
-                sampled["control_elbo_all"] if sampled else None if full is None else full["elbo"]
+                sampled["control_elbo"] if sampled else None if full is None else full["elbo"]
             ),
             "log_px_stderr": res.get("log_px_stderr"),
             "train_budget_s": budget_s or cfg.train.time_budget_s,
@@ -176,46 +182,6 @@ def main() -> None:
         path = append_result("mnist_nll", row)
         print(json.dumps({k: v for k, v in row.items() if k != "config"}, indent=1))
         print(f"appended to {path}")
-
-
-def _sampled_estimate(model, test, args) -> tuple[dict, dict]:
-    """The whole test set's aggregates at K=0 and its log p(x) by the difference estimator:
-    (evaluate's result with log p(x), its error and the Jensen gap replaced, the subset's
-    own numbers)."""
-    n_all, n = len(test), args.eval_sample
-    if not 1 < n <= n_all:
-        raise SystemExit(f"--eval-sample must be 2..{n_all}, not {n}")
-    res = evaluate(model, test, k=0, batch_size=500, progress=True)
-    control = torch.stack(
-        [
-            per_example(model, test, k=0, batch_size=500, seed=s)["elbo"]
-            for s in range(args.control_samples)
-        ]
-    ).mean(0)
-    g = torch.Generator().manual_seed(args.sample_seed)
-    index = torch.randperm(n_all, generator=g)[:n].sort().values
-    terms = per_example(
-        model, test[index], k=args.k, batch_size=100, progress=True, max_batch=args.decode_batch
-    )
-    log_px, stderr = subset_mean(control, index, terms["log_px"])
-    elbo_all = control.mean().item()
-    res = dict(res, log_px=log_px, log_px_stderr=stderr, jensen_gap=log_px - res["elbo"])
-    nats_per_bit = model.data_dims * math.log(2.0)
-    res["bits_per_dim"] = res["elbo_bits_per_dim"] + (res["elbo"] - log_px) / nats_per_bit
-    sampled = {
-        "all": n_all,
-        "index": index.tolist(),
-        "control_elbo_all": elbo_all,
-        "log_px_on_sample": terms["log_px"].mean().item(),
-        "elbo_on_sample": control[index].mean().item(),
-        "gap_on_sample_sd": (terms["log_px"] - control[index]).std().item(),
-    }
-    print(
-        f"log p(x) ~ {log_px:.3f} +- {stderr:.3f} (ELBO on all {elbo_all:.3f}, "
-        f"IS on the {n} sampled images {sampled['log_px_on_sample']:.3f})",
-        flush=True,
-    )
-    return res, sampled
 
 
 def _images_within(model, test, k: int, seconds: float, max_batch: int | None = None) -> int:

@@ -275,3 +275,15 @@ def test_resume_says_which_flags_it_ignores(mnist_run, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "warning: --resume continues with the run's own settings; ignored: --limit" in res.output
+
+
+def test_evaluate_on_a_random_sample_states_its_estimator(mnist_run):
+    res = CliRunner().invoke(
+        main, ["evaluate", str(mnist_run), "--k", "5", "--sample", "20", "--limit", "600"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "+- " in res.output and "20 images drawn at random" in res.output
+    for bad in (["--sample", "1"], ["--sample", "100000"], ["--sample", "5", "--k", "0"]):
+        res = CliRunner().invoke(main, ["evaluate", str(mnist_run), "--limit", "600", *bad])
+        assert res.exit_code != 0 and "--sample needs" in res.output
+        assert "Traceback" not in res.output

@@ -61,3 +61,45 @@ def test_a_bad_subset_is_refused(idx, n_target):
     elbo, log_px = _population(100)
     with pytest.raises(ValueError):
         subset_mean(elbo, torch.tensor(idx, dtype=torch.long), torch.zeros(n_target))
+
+
+def _tiny_hierarchy(tmp_path, npy_data):
+    from tests.conftest import tiny_config
+    from vaekit.checkpoint import load_checkpoint
+    from vaekit.data.splits import load_splits
+    from vaekit.training import train
+
+    cfg = tiny_config(npy_data, epochs=1)
+    cfg.model.family, cfg.model.latent_groups, cfg.model.group_width = "hvae", [2, 4], 16
+    model, cfg, _ = load_checkpoint(train(cfg, tmp_path / "run", progress=False))
+    return model, load_splits(cfg, torch.device("cpu")).test
+
+
+def test_a_sample_of_every_image_gives_evaluates_log_px(tmp_path, npy_data):
+    from vaekit.evaluation import evaluate, evaluate_sampled
+
+    model, test = _tiny_hierarchy(tmp_path, npy_data)
+    full = evaluate(model, test, k=30)
+    res = evaluate_sampled(model, test, k=30, sample=len(test), control_samples=3)
+    assert res["log_px"] == pytest.approx(full["log_px"], abs=1e-9)
+    assert res["log_px_stderr"] == pytest.approx(0.0, abs=1e-12)
+    assert res["jensen_gap"] == pytest.approx(res["log_px"] - res["elbo"])
+    # everything but log p(x) is the K=0 evaluation of all images
+    plain = evaluate(model, test, k=0)
+    assert res["elbo"] == plain["elbo"] and res["groups"] == plain["groups"]
+
+
+def test_a_random_sample_estimates_log_px_within_its_error(tmp_path, npy_data):
+    from vaekit.evaluation import evaluate, evaluate_sampled
+
+    model, test = _tiny_hierarchy(tmp_path, npy_data)
+    full = evaluate(model, test, k=30)
+    for seed in range(3):
+        res = evaluate_sampled(model, test, k=30, sample=12, sample_seed=seed)
+        idx = res["sampled"]["index"]
+        assert len(set(idx)) == 12 and idx == sorted(idx)
+        assert res["log_px_stderr"] > 0
+        assert abs(res["log_px"] - full["log_px"]) < 4 * res["log_px_stderr"]
+        assert "12 images drawn at random" in res["estimators"]["log_px"]
+    with pytest.raises(ValueError):
+        evaluate_sampled(model, test, k=30, sample=1)

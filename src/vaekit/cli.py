@@ -17,7 +17,7 @@ from vaekit.data.pixels import PIXEL_MODES
 from vaekit.data.sources import read_examples
 from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
-from vaekit.evaluation import evaluate
+from vaekit.evaluation import evaluate, evaluate_sampled
 from vaekit.training import train
 from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
 from vaekit.uses.anomaly_scores import DETECTOR_SCORES
@@ -236,20 +236,37 @@ _data_dir_opt = click.option("--data-dir", help="Where the run's dataset lives, 
 @click.option("--batch-size", type=_POSITIVE, default=100, show_default=True)
 @click.option("--limit", type=_POSITIVE, help="Evaluate on the first N/6 test images only.")
 @click.option("--seed", type=_NON_NEGATIVE, default=0, show_default=True)
+@click.option(
+    "--sample",
+    type=_POSITIVE,
+    help="log p(x) from IS on N random test images plus the ELBO of all of them "
+    "(an unbiased estimate with its standard error, for models too slow for K on every image).",
+)
 @_data_dir_opt
 @_friendly_errors
-def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None:
+def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, sample, data_dir) -> None:
     """Test-split ELBO, KL per dimension, active units and importance-sampled log p(x)."""
     model, cfg, splits = _load_run(run_dir, data_dir, limit)
     world, _ = distributed.init(torch.device("cpu"))
-    res = evaluate(
-        model,
-        splits.test,
-        k=k,
-        batch_size=batch_size,
-        seed=seed,
-        progress=not as_json,
-    )
+    if sample is not None:
+        if world.active:
+            raise VaekitError("--sample runs in one process: drop torchrun/--nproc")
+        if not 2 <= sample <= len(splits.test) or k < 1:
+            raise VaekitError(
+                f"--sample needs 2..{len(splits.test)} images (the test split's size) and --k >= 1"
+            )
+        res = evaluate_sampled(
+            model, splits.test, k, sample, sample_seed=seed, progress=not as_json
+        )
+    else:
+        res = evaluate(
+            model,
+            splits.test,
+            k=k,
+            batch_size=batch_size,
+            seed=seed,
+            progress=not as_json,
+        )
     distributed.shutdown()
     if not world.is_main:
         return
@@ -271,6 +288,10 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, data_dir) -> None
             f"  log p(x), IS with K={k:<6d}      {res['log_px']:10.3f} nats  "
             f"{res['bits_per_dim']:.4f} bits/dim"
         )
+        if "sampled" in res:
+            click.echo(
+                f"    +- {res['log_px_stderr']:.3f} (standard error): {res['estimators']['log_px']}"
+            )
         click.echo(
             f"  Jensen gap log p(x) - ELBO      {res['jensen_gap']:10.3f} nats  "
             f"({res['jensen_gap'] / bits:.4f} bits/dim)"
