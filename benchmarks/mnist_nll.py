@@ -114,8 +114,6 @@ def main() -> None:
         sampled = None
         t1 = time.perf_counter()
         if args.eval_sample:
-            if not 1 < args.eval_sample <= len(test):
-                raise SystemExit(f"--eval-sample must be 2..{len(test)}, not {args.eval_sample}")
             res = evaluate_sampled(
                 model,
                 test,
@@ -127,7 +125,6 @@ def main() -> None:
                 max_batch=args.decode_batch,
             )
             sampled = res["sampled"]
-            test = test[: sampled["images"]]  # only its length is read below
         else:
             if args.eval_images and args.eval_images < len(test):
                 full = evaluate(model, test, k=0, batch_size=500, progress=True)
@@ -143,7 +140,7 @@ def main() -> None:
             "config": cfg.to_dict(),
             "log_px": res["log_px"],
             "k": args.k,
-            "eval_images": len(test),
+            "eval_images": sampled["images"] if sampled else len(test),
             "log_px_estimator": res["estimators"]["log_px"]
             + ("" if sampled or full is None else f" (the first {len(test)} test images)"),
             "sampled": sampled,

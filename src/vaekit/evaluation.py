@@ -175,6 +175,20 @@ def evaluate(
         example_noise,
         max_batch=max_batch,
     )
+    return summarize(model, terms, k, world, t0)
+
+
+def summarize(
+    model: LatentVariableModel,
+    terms: dict[str, Any],
+    k: int,
+    world: distributed.World | None = None,
+    t0: float | None = None,
+) -> dict[str, Any]:
+    """`evaluate`'s result from `per_example`'s terms (summed over `world`'s ranks when it
+    is active); `t0`: the `time.perf_counter()` the evaluation started at."""
+    world = world or distributed.World()
+    t0 = time.perf_counter() if t0 is None else t0
     dims = model.group_dims
     mu = terms["posterior_mean"]
     per_dim_known = all(v is not None for v in terms["group_kl_per_dim"])
@@ -186,7 +200,7 @@ def evaluate(
     # Sums that add up across ranks: n, reconstruction, KL, log p(x), log p(x)^2, KL per
     # group, KL per dim, E[mu], E[mu^2].
     head = [
-        float(images.shape[0]),
+        float(terms["elbo"].shape[0]),
         terms["reconstruction"].sum().item(),
         terms["kl"].sum().item(),
         terms["log_px"].sum().item() if "log_px" in terms else 0.0,
@@ -330,13 +344,13 @@ def evaluate_sampled(
     n_all = images.shape[0]
     if not 2 <= sample <= n_all or k < 1 or control_samples < 1:
         raise ValueError(f"need 2 <= sample <= {n_all} images, k >= 1 and control samples >= 1")
-    res = evaluate(model, images, k=0, batch_size=500, progress=progress, shard=False)
-    control = torch.stack(
-        [
-            per_example(model, images, k=0, batch_size=500, seed=s)["elbo"].cpu()
-            for s in range(control_samples)
-        ]
-    ).mean(0)
+    t0 = time.perf_counter()
+    passes = [
+        per_example(model, images, k=0, batch_size=500, seed=s, progress=progress and s == 0)
+        for s in range(control_samples)
+    ]
+    res = summarize(model, passes[0], 0, t0=t0)  # evaluate(k=0) of all images
+    control = torch.stack([p["elbo"].cpu() for p in passes]).mean(0)
     g = torch.Generator().manual_seed(sample_seed)
     index = torch.randperm(n_all, generator=g)[:sample].sort().values
     log_px_i = per_example(
