@@ -1,6 +1,7 @@
 """A convolutional preset's training step on this CPU, by precision and memory layout, in one run.
 
-    python benchmarks/conv_layout.py [--preset hvae-conv] [--batch 256] [--steps 4]
+    python benchmarks/conv_layout.py [--preset hvae-conv] [--set model.channels=32] [--batch 256]
+                                     [--steps 4]
 
 Times the step `vaekit.train` runs (the ELBO objective's forward and backward on a batch of
 binarized MNIST-shaped images; the optimizer's update is the same in every case and left out)
@@ -24,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import build_model, preset  # noqa: E402
+from vaekit.config import apply_overrides  # noqa: E402
 from vaekit.device import cpu_has_native_bf16  # noqa: E402
 from vaekit.objectives import TrainingObjective  # noqa: E402
 
@@ -35,10 +37,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="steps timed per case and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = preset(args.preset)
+    cfg = apply_overrides(preset(args.preset), args.overrides)
     x = (torch.rand(args.batch, *cfg.model.image_shape) > 0.8).float()
     cases = {}
     for layout in ("contiguous", "channels_last"):
@@ -73,6 +76,8 @@ def main() -> None:
         print(f"{name:24s} {r:7.1f} images/s")
     row = {
         "preset": args.preset,
+        "overrides": args.overrides,
+        "model": cfg.to_dict()["model"],
         "batch": args.batch,
         "steps": args.steps,
         "rounds": args.rounds,
