@@ -1,8 +1,10 @@
 """Configs: presets, files and overrides are typed and refuse unknown keys."""
 
 import pytest
+import torch
 
-from vaekit.config import Config, apply_overrides, load_config_file, preset
+from vaekit import build_model
+from vaekit.config import PRESETS, Config, apply_overrides, load_config_file, preset
 from vaekit.errors import VaekitError
 
 
@@ -104,3 +106,17 @@ def test_resume_refuses_to_shrink_a_run(tmp_path, npy_data):
     with pytest.raises(VaekitError, match="trained 2 epochs already"):
         train(tiny_config(npy_data), run, resume=True, progress=False, total_epochs=1)
     assert (run / "config.json").read_text() == config_before
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_validates_and_builds_a_working_model(name):
+    """A preset is a checked config whose model scores data of its own kind."""
+    torch.manual_seed(0)
+    cfg = preset(name)
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():
+        x = model.decode(model.sample_latents(2)).sample()
+        log_w, _ = model.log_weights(x, 3)
+    assert log_w.shape == (3, 2)  # (K, B)
+    assert torch.isfinite(log_w).all()

@@ -101,5 +101,10 @@ def test_a_random_sample_estimates_log_px_within_its_error(tmp_path, npy_data):
         assert res["log_px_stderr"] > 0
         assert abs(res["log_px"] - full["log_px"]) < 4 * res["log_px_stderr"]
         assert "12 images drawn at random" in res["estimators"]["log_px"]
+        # the per-image record reproduces the estimate from the sampled gaps alone
+        s = res["sampled"]
+        gaps = torch.tensor(s["log_px_per_image"]) - torch.tensor(s["control_elbo_per_image"])
+        assert len(gaps) == 12
+        assert s["control_elbo"] + gaps.mean().item() == pytest.approx(res["log_px"], abs=1e-9)
     with pytest.raises(ValueError):
         evaluate_sampled(model, test, k=30, sample=1)

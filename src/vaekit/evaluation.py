@@ -373,6 +373,9 @@ def evaluate_sampled(
             "log_px_on_sample": log_px_i.mean().item(),
             "elbo_on_sample": control[index].mean().item(),
             "gap_sd": (log_px_i - control[index]).std().item(),
+            # per sampled image, in `index`'s order: the row can be re-estimated later
+            "log_px_per_image": log_px_i.tolist(),
+            "control_elbo_per_image": control[index].tolist(),
         },
     )
     res["estimators"]["log_px"] = (
