@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vaekit.checkpoint import load_checkpoint
+from vaekit.uses.bitsback import CodingError
 from vaekit.uses.compression import compress, decompress
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -47,12 +48,30 @@ def _expected(name: str) -> np.ndarray:
     return imgs if "-8bit-" in name else (imgs > 0).astype(np.uint8)
 
 
-@pytest.mark.parametrize("name", sorted(FILES))
-def test_golden_file_decodes(name):
+def _float_kernels(name: str) -> bool:
+    """Format-2 files were coded with float32 networks: they decode only where the same
+    kernels run (FORMAT.md, version 5). The golden ones were made on an Intel Xeon; on an
+    AMD EPYC (session 16) none of them decodes, while every exact-arithmetic file does."""
+    return "-format2-" in name
+
+
+def _decode_here(name: str) -> np.ndarray:
+    """The golden file's images; a float-kernel file that this machine's kernels cannot read
+    must fail with a clean `CodingError` (never other images), and is then skipped."""
     blob = (GOLDEN / f"{name}.vkz").read_bytes()
     assert hashlib.sha256(blob).hexdigest()[:16] == FILES[name]
     model = load_checkpoint(GOLDEN / f"{name}.safetensors")[0]  # old run folders load too
-    assert np.array_equal(decompress(model, blob), _expected(name))
+    try:
+        return decompress(model, blob)
+    except CodingError as e:
+        if not _float_kernels(name):
+            raise
+        pytest.skip(f"a float-kernel file from another machine's kernels, refused cleanly: {e}")
+
+
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_golden_file_decodes(name):
+    assert np.array_equal(_decode_here(name), _expected(name))
 
 
 @pytest.mark.parametrize(
@@ -62,7 +81,13 @@ def test_coder_writes_the_current_golden_bytes(name):
     model = load_checkpoint(GOLDEN / f"{name}.safetensors")[0]
     arithmetic = CURRENT[name[: name.index("-", name.index("-") + 1)]]
     particles = int(name.rsplit("-k", 1)[1]) if "-k" in name else 1
-    blob = compress(model, _expected(name), arithmetic=arithmetic, particles=particles)
+    images = _expected(name)
+    blob = compress(model, images, arithmetic=arithmetic, particles=particles)
+    if _float_kernels(name):
+        # the bytes are pinned only where the golden file's kernels run (it decodes here);
+        # elsewhere the float coder must still round-trip on this machine's own kernels
+        assert np.array_equal(decompress(model, blob), images)
+        _decode_here(name)
     assert blob == (GOLDEN / f"{name}.vkz").read_bytes()
 
 
