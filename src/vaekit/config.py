@@ -144,7 +144,13 @@ _HVAE_TRAIN = {
     "grad_skip": 3000.0,
     "init_output_bias": True,
 }
-_HVAE_CONV_MODEL = {**_HVAE_MODEL, "arch": "conv", "channels": 64, "blocks": 2, "feature_norm": True}
+_HVAE_CONV_MODEL = {
+    **_HVAE_MODEL,
+    "arch": "conv",
+    "channels": 64,
+    "blocks": 2,
+    "feature_norm": True,
+}
 _HVAE_CONV_TRAIN = {
     **_HVAE_TRAIN,
     "epochs": 100,
