@@ -283,7 +283,20 @@ def test_evaluate_on_a_random_sample_states_its_estimator(mnist_run):
     )
     assert res.exit_code == 0, res.output
     assert "+- " in res.output and "20 images drawn at random" in res.output
-    for bad in (["--sample", "1"], ["--sample", "100000"], ["--sample", "5", "--k", "0"]):
+    assert "the mean of 8 one-sample ELBOs" in res.output  # --control-k 32 is not below --k 5
+    for control, says in (("2", "IS log p(x) with K=2"), ("0", "one-sample ELBOs")):
+        res = CliRunner().invoke(
+            main,
+            ["evaluate", str(mnist_run), "--k", "5", "--sample", "20", "--limit", "600"]
+            + ["--control-k", control],
+        )
+        assert res.exit_code == 0 and says in res.output, res.output
+    for bad, says in (
+        (["--sample", "1"], "--sample needs"),
+        (["--sample", "100000"], "--sample needs"),
+        (["--sample", "5", "--k", "0"], "--sample needs"),
+        (["--sample", "5", "--k", "4", "--control-k", "4"], "--control-k (4) must be below"),
+    ):
         res = CliRunner().invoke(main, ["evaluate", str(mnist_run), "--limit", "600", *bad])
-        assert res.exit_code != 0 and "--sample needs" in res.output
+        assert res.exit_code != 0 and says in res.output, res.output
         assert "Traceback" not in res.output
