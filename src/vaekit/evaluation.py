@@ -349,9 +349,10 @@ def evaluate_sampled(
     difference's spread is what the error scales with). Single process."""
     images = torch.as_tensor(images)
     n_all = images.shape[0]
-    if not 2 <= sample <= n_all or k < 1 or control_samples < 1 or control_k < 0:
+    if not 2 <= sample <= n_all or k < 1 or control_samples < 1 or not 0 <= control_k < k:
         raise ValueError(
-            f"need 2 <= sample <= {n_all} images, k >= 1, control samples >= 1 and control k >= 0"
+            f"need 2 <= sample <= {n_all} images, k >= 1, control samples >= 1 and "
+            "0 <= control k < k (a control as costly as the target gains nothing)"
         )
     t0 = time.perf_counter()
     if control_k:
