@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import evaluate, load_checkpoint, preset, train  # noqa: E402
 from vaekit.data.splits import load_splits  # noqa: E402
-from vaekit.evaluation import evaluate_sampled  # noqa: E402
+from vaekit.evaluation import CONTROL_K, evaluate_sampled  # noqa: E402
 
 
 def main() -> None:
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument(
         "--control-k",
         type=int,
-        default=32,
+        default=CONTROL_K,
         help="with --eval-sample: IS samples per image for the control (0: one-sample ELBOs)",
     )
     ap.add_argument(

@@ -17,7 +17,7 @@ from vaekit.data.pixels import PIXEL_MODES
 from vaekit.data.sources import read_examples
 from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
-from vaekit.evaluation import evaluate, evaluate_sampled
+from vaekit.evaluation import CONTROL_K, evaluate, evaluate_sampled
 from vaekit.training import train
 from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
 from vaekit.uses.anomaly_scores import DETECTOR_SCORES
@@ -262,7 +262,7 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, sample, control_k
                 f"--sample needs 2..{len(splits.test)} images (the test split's size) and --k >= 1"
             )
         if control_k is None:
-            control_k = 32 if k > 32 else 0
+            control_k = CONTROL_K if k > CONTROL_K else 0
         if control_k >= k:
             raise VaekitError(f"--control-k ({control_k}) must be below --k ({k})")
         res = evaluate_sampled(
