@@ -70,21 +70,33 @@ def test_sums_do_not_depend_on_order_or_on_other_rows(seed, n, log_scale):
 
 
 def test_products_are_exact():
-    """Linear, conv and transposed conv equal float64 PyTorch on the gridded inputs and the
-    quantized weights bit for bit: every partial sum is exact, so any order gives it."""
+    """Linear, conv and transposed conv give the same bits by any algorithm on the gridded
+    inputs and the quantized weights: every partial sum is exact, so any order gives it."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(7, 300, generator=g)
     w, b = torch.randn(50, 300, generator=g), torch.randn(50, generator=g)
     grid = ex._grid_activations(x)
     assert torch.equal(ex.linear(x, w, b), F.linear(grid, ex.quantize_weight(w), b.double()))
-    img = torch.randn(3, 4, 9, 9, generator=g)
-    k = torch.randn(6, 4, 3, 3, generator=g)
-    for stride, padding in ((1, 1), (2, 1), (2, 0)):
-        ref = F.conv2d(ex._grid_activations(img), ex.quantize_weight(k), None, stride, padding)
-        assert torch.equal(ex.conv2d(img, k, None, stride, padding), ref)
-    kt = torch.randn(4, 6, 4, 4, generator=g)
-    ref = F.conv_transpose2d(ex._grid_activations(img), ex.quantize_weight(kt, 1), None, 2, 1)
-    assert torch.equal(ex.conv_transpose2d(img, kt, None, 2, 1), ref)
+    # the CPU runs PyTorch's own float64 convolutions, other devices an explicit unfolding
+    # and matrix product: different orders of the same exact sums (fan-in up to 1,152)
+    img = torch.randn(3, 128, 9, 9, generator=g) * 1e3
+    grid = ex._grid_activations(img)
+    k = torch.randn(6, 128, 3, 3, generator=g)
+    for stride, padding, dilation in ((1, 1, 1), (2, 1, 1), (2, 0, 1), (1, 2, 2)):
+        ref = ex._unfolded_conv2d(
+            grid, ex.quantize_weight(k), *[(v, v) for v in (stride, padding, dilation)]
+        )
+        assert torch.equal(ex.conv2d(img, k, None, stride, padding, dilation), ref)
+        plain = F.conv2d(img.double(), k.double(), None, stride, padding, dilation)
+        assert (ref - plain).abs().max() <= 1e-4 * plain.abs().max()
+    kt = torch.randn(128, 6, 4, 4, generator=g)
+    for stride, padding in ((2, 1), (1, 0)):
+        ref = ex._unfolded_conv_transpose2d(
+            grid, ex.quantize_weight(kt, 1), (stride, stride), (padding, padding), (1, 1)
+        )
+        assert torch.equal(ex.conv_transpose2d(img, kt, None, stride, padding), ref)
+        plain = F.conv_transpose2d(img.double(), kt.double(), None, stride, padding)
+        assert (ref - plain).abs().max() <= 1e-4 * plain.abs().max()
     # the weights keep 16 significant bits: close to the float ones
     assert (ex.quantize_weight(w) - w.double()).abs().max() <= w.abs().max() * 2.0**-15
 

@@ -33,11 +33,13 @@ def images(n: int = 24, size: int = 8) -> np.ndarray:
     return out
 
 
-def model_config(pixels: str, prior: str, family: str = "vae") -> ModelConfig:
+def model_config(pixels: str, prior: str, family: str = "vae", arch: str = "mlp") -> ModelConfig:
     fields = inspect.signature(ModelConfig).parameters
     kw = dict(latent_dim=4, hidden=[32], image_shape=[1, 8, 8], n_mix=2)
     if family != "vae":  # vaekit >= 0.3: hierarchies
         kw.update(family=family, latent_groups=[2, 3], group_width=16)
+    if arch != "mlp":  # vaekit >= 0.5: a convolutional hierarchy (exact convolutions)
+        kw.update(arch=arch, channels=4, blocks=1)
     if "pixels" in fields:  # vaekit >= 0.2 keeps the pixel mode in the model
         kw.update(pixels=pixels, prior=prior, prior_components=8)
     else:
@@ -66,14 +68,17 @@ def main(out: Path, tag: str) -> None:
             ("static-binary", "standard-normal", "hvae"),
             ("8bit", "standard-normal", "bitswap"),
         ]
+    if "latent_groups" in fields and "arch" in fields:
+        cases.append(("static-binary", "standard-normal", "hvae-conv"))
     particles = {}
     if "particles" in inspect.signature(compress).parameters:  # importance-weighted bits-back
         cases.append(("static-binary", "standard-normal", "hvae-k4"))
         particles["hvae-k4"] = 4
     for pixels, prior, case in cases:
-        family = case.split("-k")[0]
+        family = case.split("-")[0]
+        arch = "conv" if case.endswith("-conv") else "mlp"
         name = f"{tag}-{pixels}-{prior}" + ("" if case == "vae" else f"-{case}")
-        cfg = Config(model_config(pixels, prior, family))
+        cfg = Config(model_config(pixels, prior, family, arch))
         if "pixels" not in inspect.signature(ModelConfig).parameters:
             cfg.train.pixels = pixels
         torch.manual_seed(7)

@@ -386,21 +386,39 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+# PyTorch's float64 convolutions on the CPU are an unfolding and matrix products (slow_conv2d,
+# slow_conv_transpose2d: no Winograd or FFT, which would round), done image by image where the
+# unfolded patches stay in cache; on the grid every partial sum is exact, so they give the same
+# bits as the explicit unfold-and-multiply below. Other devices run the explicit one: their
+# libraries pick algorithms at run time (cuDNN's include FFT and Winograd).
+# tests/test_exact_arithmetic.py holds the two paths equal bit for bit.
+def _native_products(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu"
+
+
 @raw
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """A convolution as an exact product of unfolded patches with the weights."""
+    """A convolution as exact products of patches with the weights."""
     if groups != 1 or isinstance(padding, str):
         raise InexactOperation("exact conv2d supports groups=1 and integer padding")
-    out_ch, _, kh, kw = weight.shape
     _check_fan_in(weight[0].numel())
-    b, _, h, w = x.shape
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    cols = F.unfold(_grid_activations(x), (kh, kw), dilation, padding, stride)  # per image
-    out = _weight(weight, 0).reshape(out_ch, -1) @ cols  # (B, out, L)
+    xg, wq = _grid_activations(x), _weight(weight, 0)
+    if _native_products(xg):
+        out = F.conv2d(xg, wq, None, stride, padding, dilation)
+    else:
+        out = _unfolded_conv2d(xg, wq, stride, padding, dilation)
+    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
+
+
+def _unfolded_conv2d(xg, wq, stride, padding, dilation) -> torch.Tensor:
+    out_ch, _, kh, kw = wq.shape
+    b, _, h, w = xg.shape
+    cols = F.unfold(xg, (kh, kw), dilation, padding, stride)  # per image
+    out = wq.reshape(out_ch, -1) @ cols  # (B, out, L)
     ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    out = out.reshape(b, out_ch, ho, wo)
-    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
+    return out.reshape(b, out_ch, ho, wo)
 
 
 @raw
@@ -411,16 +429,24 @@ def conv_transpose2d(
     output element sums at most in_channels * kh * kw exact products of one unit."""
     if groups != 1 or _pair(output_padding) != (0, 0):
         raise InexactOperation("exact conv_transpose2d supports groups=1, output_padding=0")
-    in_ch, out_ch, kh, kw = weight.shape
+    in_ch, _, kh, kw = weight.shape
     _check_fan_in(in_ch * kh * kw)
-    b, _, h, w = x.shape
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    wq = _weight(weight, 1).reshape(in_ch, -1)  # (in, out*kh*kw)
-    cols = wq.T @ _grid_activations(x).reshape(b, in_ch, h * w)  # (B, out*kh*kw, H*W)
+    xg, wq = _grid_activations(x), _weight(weight, 1)
+    if _native_products(xg):
+        out = F.conv_transpose2d(xg, wq, None, stride, padding, 0, 1, dilation)
+    else:
+        out = _unfolded_conv_transpose2d(xg, wq, stride, padding, dilation)
+    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
+
+
+def _unfolded_conv_transpose2d(xg, wq, stride, padding, dilation) -> torch.Tensor:
+    in_ch, _, kh, kw = wq.shape
+    b, _, h, w = xg.shape
+    cols = wq.reshape(in_ch, -1).T @ xg.reshape(b, in_ch, h * w)  # (B, out*kh*kw, H*W)
     ho = (h - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + 1
     wo = (w - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + 1
-    out = F.fold(cols, (ho, wo), (kh, kw), dilation, padding, stride)
-    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
+    return F.fold(cols, (ho, wo), (kh, kw), dilation, padding, stride)
 
 
 def exact_copy(model: nn.Module) -> nn.Module:
