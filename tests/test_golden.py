@@ -17,12 +17,12 @@ GOLDEN = Path(__file__).parent / "golden"
 # files the coder still writes byte for byte: format 2 (float arithmetic, vaekit 0.2 and 0.3;
 # written today with arithmetic="float") and format 5 (exact arithmetic, the default)
 # (importance-weighted files: format 6 since vaekit 0.5, whose particles grow with the stack;
-# plain files of vaekit 0.5 are format 5)
+# plain files of vaekit 0.5 and 0.6 are format 5)
 CURRENT = {
     "v0.2-format2": "float",
     "v0.3-format2": "float",
     "v0.4-format5": "exact-1",
-    "v0.5-format5": "exact-1",
+    "v0.6-format5": "exact-1",
     "v0.5-format6": "exact-1",
 }
 SUPERSEDED = {"v0.4-format5-static-binary-standard-normal-hvae-k4"}
@@ -42,9 +42,9 @@ FILES = {
     "v0.4-format5-8bit-standard-normal-bitswap": "714d5120eccb1316",
     "v0.4-format5-static-binary-standard-normal-hvae-k4": "75a757689275f8dc",
     "v0.5-format6-static-binary-standard-normal-hvae-k4": "e25bb8d6dd64bffe",
-    # a conv hierarchy, written by the explicit unfold-and-multiply convolutions (vaekit 0.5);
+    # a conv hierarchy, written by the explicit unfold-and-multiply convolutions (vaekit 0.6);
     # the CPU's own float64 convolutions since must write the same bytes
-    "v0.5-format5-static-binary-standard-normal-hvae-conv": "43ce73b1f851ea44",
+    "v0.6-format5-static-binary-standard-normal-hvae-conv": "43ce73b1f851ea44",
 }
 
 

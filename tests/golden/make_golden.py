@@ -38,7 +38,7 @@ def model_config(pixels: str, prior: str, family: str = "vae", arch: str = "mlp"
     kw = dict(latent_dim=4, hidden=[32], image_shape=[1, 8, 8], n_mix=2)
     if family != "vae":  # vaekit >= 0.3: hierarchies
         kw.update(family=family, latent_groups=[2, 3], group_width=16)
-    if arch != "mlp":  # vaekit >= 0.5: a convolutional hierarchy (exact convolutions)
+    if arch != "mlp":  # vaekit >= 0.6: a convolutional hierarchy (exact convolutions)
         kw.update(arch=arch, channels=4, blocks=1)
     if "pixels" in fields:  # vaekit >= 0.2 keeps the pixel mode in the model
         kw.update(pixels=pixels, prior=prior, prior_components=8)
