@@ -392,8 +392,12 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
 # bits as the explicit unfold-and-multiply below. Other devices run the explicit one: their
 # libraries pick algorithms at run time (cuDNN's include FFT and Winograd).
 # tests/test_exact_arithmetic.py holds the two paths equal bit for bit.
-def _native_products(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu"
+def _products(x, weight, channel_dim: int, bias, native, unfolded, *geometry) -> torch.Tensor:
+    """A convolution-like layer on the gridded activations and quantized weights, by the
+    device's own algorithm on the CPU and by `unfolded` elsewhere, plus the bias."""
+    xg, wq = _grid_activations(x), _weight(weight, channel_dim)
+    out = (native if xg.device.type == "cpu" else unfolded)(xg, wq, *geometry)
+    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
 
 
 @raw
@@ -403,12 +407,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise InexactOperation("exact conv2d supports groups=1 and integer padding")
     _check_fan_in(weight[0].numel())
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    xg, wq = _grid_activations(x), _weight(weight, 0)
-    if _native_products(xg):
-        out = F.conv2d(xg, wq, None, stride, padding, dilation)
-    else:
-        out = _unfolded_conv2d(xg, wq, stride, padding, dilation)
-    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
+
+    def native(xg, wq, stride, padding, dilation):
+        return F.conv2d(xg, wq, None, stride, padding, dilation)
+
+    return _products(x, weight, 0, bias, native, _unfolded_conv2d, stride, padding, dilation)
 
 
 def _unfolded_conv2d(xg, wq, stride, padding, dilation) -> torch.Tensor:
@@ -432,12 +435,13 @@ def conv_transpose2d(
     in_ch, _, kh, kw = weight.shape
     _check_fan_in(in_ch * kh * kw)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-    xg, wq = _grid_activations(x), _weight(weight, 1)
-    if _native_products(xg):
-        out = F.conv_transpose2d(xg, wq, None, stride, padding, 0, 1, dilation)
-    else:
-        out = _unfolded_conv_transpose2d(xg, wq, stride, padding, dilation)
-    return out if bias is None else out + bias.double().view(1, -1, 1, 1)
+
+    def native(xg, wq, stride, padding, dilation):
+        return F.conv_transpose2d(xg, wq, None, stride, padding, 0, 1, dilation)
+
+    return _products(
+        x, weight, 1, bias, native, _unfolded_conv_transpose2d, stride, padding, dilation
+    )
 
 
 def _unfolded_conv_transpose2d(xg, wq, stride, padding, dilation) -> torch.Tensor:
