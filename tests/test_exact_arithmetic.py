@@ -78,7 +78,7 @@ def test_products_are_exact():
     grid = ex._grid_activations(x)
     assert torch.equal(ex.linear(x, w, b), F.linear(grid, ex.quantize_weight(w), b.double()))
     # the CPU runs PyTorch's own float64 convolutions, other devices an explicit unfolding
-    # and matrix product: different orders of the same exact sums (fan-in up to 1,152)
+    # and matrix product: different orders of the same exact sums (fan-in up to 2,048)
     img = torch.randn(3, 128, 9, 9, generator=g) * 1e3
     grid = ex._grid_activations(img)
     k = torch.randn(6, 128, 3, 3, generator=g)

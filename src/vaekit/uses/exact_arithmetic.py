@@ -407,11 +407,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise InexactOperation("exact conv2d supports groups=1 and integer padding")
     _check_fan_in(weight[0].numel())
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    return _products(
+        x, weight, 0, bias, _native_conv2d, _unfolded_conv2d, stride, padding, dilation
+    )
 
-    def native(xg, wq, stride, padding, dilation):
-        return F.conv2d(xg, wq, None, stride, padding, dilation)
 
-    return _products(x, weight, 0, bias, native, _unfolded_conv2d, stride, padding, dilation)
+def _native_conv2d(xg, wq, stride, padding, dilation) -> torch.Tensor:
+    return F.conv2d(xg, wq, None, stride, padding, dilation)
 
 
 def _unfolded_conv2d(xg, wq, stride, padding, dilation) -> torch.Tensor:
@@ -435,13 +437,21 @@ def conv_transpose2d(
     in_ch, _, kh, kw = weight.shape
     _check_fan_in(in_ch * kh * kw)
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
-
-    def native(xg, wq, stride, padding, dilation):
-        return F.conv_transpose2d(xg, wq, None, stride, padding, 0, 1, dilation)
-
     return _products(
-        x, weight, 1, bias, native, _unfolded_conv_transpose2d, stride, padding, dilation
+        x,
+        weight,
+        1,
+        bias,
+        _native_conv_transpose2d,
+        _unfolded_conv_transpose2d,
+        stride,
+        padding,
+        dilation,
     )
+
+
+def _native_conv_transpose2d(xg, wq, stride, padding, dilation) -> torch.Tensor:
+    return F.conv_transpose2d(xg, wq, None, stride, padding, 0, 1, dilation)
 
 
 def _unfolded_conv_transpose2d(xg, wq, stride, padding, dilation) -> torch.Tensor:
