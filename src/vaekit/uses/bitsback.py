@@ -286,38 +286,57 @@ def _device(model: LatentVariableModel) -> torch.device:
 
 
 @torch.no_grad()
-def _posteriors(model, latents: LatentCoder, coder, x: torch.Tensor) -> list[np.ndarray]:
-    symbols, upper = [], []
+def _posteriors(
+    model, latents: LatentCoder, coder, x: torch.Tensor
+) -> tuple[list[np.ndarray], list[Distribution]]:
+    """Pop every group from q (top-down): the symbols, and the posteriors they came from."""
+    symbols, posteriors, upper = [], [], []
     for _ in model.group_dims:
-        sym = latents.pop_posterior(coder, model.coding_posterior(x, upper))
+        q = model.coding_posterior(x, upper)
+        sym = latents.pop_posterior(coder, q)
         symbols.append(sym)
+        posteriors.append(q)
         upper.append(latents.symbols_to_latents(sym).to(x.device))
-    return symbols
+    return symbols, posteriors
+
+
+def _latents(latents: LatentCoder, symbols: list[np.ndarray], device) -> torch.Tensor:
+    return torch.cat([latents.symbols_to_latents(s) for s in symbols], -1).to(device)
 
 
 @torch.no_grad()
 def _decoded(model, latents: LatentCoder, symbols: list[np.ndarray]) -> Distribution:
-    z = torch.cat([latents.symbols_to_latents(s) for s in symbols], -1).to(_device(model))
+    z = _latents(latents, symbols, _device(model))
     return model.likelihood.coding_distribution(model.decode_params(z))
+
+
+def _push_under(push, coder, symbols: list[np.ndarray], dists: list[Distribution]) -> None:
+    """Push every group with `push` under its distribution, bottom group first (the stack
+    then pops them top-down)."""
+    for sym, dist in list(zip(symbols, dists, strict=True))[::-1]:
+        push(coder, sym, dist)
+
+
+def _posteriors_given(model, latents: LatentCoder, x: torch.Tensor, symbols) -> list:
+    upper = [latents.symbols_to_latents(s).to(x.device) for s in symbols]
+    return [model.coding_posterior(x, upper[:i]) for i in range(len(symbols))]
+
+
+def _priors(model, latents: LatentCoder, symbols: list[np.ndarray]) -> list[Distribution]:
+    """p(z_l | z_>l) of every group given the groups above."""
+    upper = [latents.symbols_to_latents(s).to(_device(model)) for s in symbols]
+    return [latents.prior(model, upper[:i]) for i in range(len(symbols))]
 
 
 def _push_posteriors(model, latents: LatentCoder, coder, x: torch.Tensor, symbols) -> None:
     """Undo `_posteriors`: push every group under q, bottom group first."""
-    upper = [latents.symbols_to_latents(s).to(x.device) for s in symbols]
-    posteriors = [model.coding_posterior(x, upper[:i]) for i in range(len(symbols))]
-    for sym, q in list(zip(symbols, posteriors, strict=True))[::-1]:
-        latents.push_posterior(coder, sym, q)
+    posteriors = _posteriors_given(model, latents, x, symbols)
+    _push_under(latents.push_posterior, coder, symbols, posteriors)
 
 
 def _push_priors(model, latents: LatentCoder, coder, symbols: list[np.ndarray]) -> None:
     """Push every group under p(z_l | z_>l), bottom group first."""
-    upper: list[torch.Tensor] = []
-    priors = []
-    for sym in symbols:
-        priors.append(latents.prior(model, upper))
-        upper.append(latents.symbols_to_latents(sym).to(_device(model)))
-    for sym, p in list(zip(symbols, priors, strict=True))[::-1]:
-        latents.push_prior(coder, sym, p)
+    _push_under(latents.push_prior, coder, symbols, _priors(model, latents, symbols))
 
 
 def _pop_priors(model, latents: LatentCoder, coder, b: int) -> list[np.ndarray]:
@@ -338,7 +357,7 @@ def _as_values(model, x_np: np.ndarray, b: int) -> torch.Tensor:
 
 def _encode_top_down(model, latents: LatentCoder, coder, x_np: np.ndarray, x: torch.Tensor):
     """BB-ANS: pop every group from q (top-down), push x, push every group under p."""
-    symbols = _posteriors(model, latents, coder, x)
+    symbols, _ = _posteriors(model, latents, coder, x)
     model.likelihood.push(coder, x_np, _decoded(model, latents, symbols))
     _push_priors(model, latents, coder, symbols)
 
@@ -357,22 +376,39 @@ def _decode_top_down(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
 # under P = (1/K) p(x, z^j) prod_{k != j} q(z^k | x), having taken back the bits of
 # Q = prod_k q(z^k | x) w_j / sum(w). The net cost is -log P + log Q = -log (1/K) sum_k w_k:
 # the K-sample importance-weighted bound instead of the ELBO. Particles are rows of one batch
-# of K x B images (x repeated, particle-major), so both sides compute every network output
-# on the same batch composition.
+# of K x B images (x repeated, particle-major).
+#
+# Both sides run each network once on the K x B rows, and take the rows they code under
+# from those outputs: exact arithmetic computes every row on its own (per-sample grids), so
+# a row's outputs do not depend on the batch around it. Float arithmetic (files of vaekit
+# <= 0.3) depends on the batch's composition, so there each subset is recomputed as its own
+# batch, on both sides, as those files were written.
 
 
-def _index_probabilities(model, latents: LatentCoder, x: torch.Tensor, symbols, k: int):
+def _take(dist: Distribution, rows: np.ndarray) -> Distribution:
+    """Some rows of a batch of diagonal Gaussians; a distribution without a batch (the top
+    group's prior, shared by every row) as it is."""
+    if isinstance(dist, Independent) and dist.base_dist.batch_shape[:-1]:
+        base, idx = dist.base_dist, torch.from_numpy(rows).to(dist.base_dist.loc.device)
+        return Independent(Normal(base.loc[idx], base.scale[idx], validate_args=False), 1)
+    return dist
+
+
+@torch.no_grad()
+def _joint(model, latents: LatentCoder, symbols: list[np.ndarray]):
+    """The priors of every group and the decoder's parameters, on every row of `symbols`."""
+    z = _latents(latents, symbols, _device(model))
+    return _priors(model, latents, symbols), model.decode_params(z)
+
+
+def _index_probabilities(model, latents, x, symbols, posteriors, priors, params, k: int):
     """P(j | x) of each image's particle index from log p(x, z) - log q(z | x) of each row
     (float64), z on the latent grid."""
-    dev = x.device
-    upper: list[torch.Tensor] = []
     log_w = torch.zeros(x.shape[0], dtype=torch.float64)
-    for sym in symbols:
-        q, p = model.coding_posterior(x, upper), latents.prior(model, upper)
-        z = latents.symbols_to_latents(sym).to(dev)
+    for sym, q, p in zip(symbols, posteriors, priors, strict=True):
+        z = latents.symbols_to_latents(sym).to(x.device)
         log_w = log_w + latents.log_ratio(p, q, z)
-        upper.append(z)
-    decoded = _decoded(model, latents, symbols)
+    decoded = model.likelihood.coding_distribution(params)
     log_w = log_w + decoded.log_prob(x.cpu().double()).double()
     return latents.index_probabilities(log_w, k, x.shape[0] // k)
 
@@ -388,14 +424,39 @@ def _rows(j: np.ndarray, k: int, b: int) -> tuple[np.ndarray, np.ndarray]:
 def _encode_importance_weighted(model, latents, coder, x_np, x, k: int) -> None:
     b = x.shape[0]
     xr = x.repeat(k, *([1] * (x.dim() - 1)))
-    symbols = _posteriors(model, latents, coder, xr)  # K particles: bits back
-    probs = _index_probabilities(model, latents, xr, symbols, k)
+    symbols, posteriors = _posteriors(model, latents, coder, xr)  # K particles: bits back
+    priors, params = _joint(model, latents, symbols)
+    probs = _index_probabilities(model, latents, xr, symbols, posteriors, priors, params, k)
     j = coder.decode(latents.categorical, probs).astype(np.int64)  # the index: bits back
     chosen, others = _rows(j, k, b)
-    _push_posteriors(model, latents, coder, xr[others], [s[others] for s in symbols])
-    model.likelihood.push(coder, x_np, _decoded(model, latents, [s[chosen] for s in symbols]))
-    _push_priors(model, latents, coder, [s[chosen] for s in symbols])
+    mine, theirs = [s[chosen] for s in symbols], [s[others] for s in symbols]
+    if latents.exact:
+        _push_under(latents.push_posterior, coder, theirs, [_take(q, others) for q in posteriors])
+        dist = model.likelihood.coding_distribution(params[torch.from_numpy(chosen)])
+        model.likelihood.push(coder, x_np, dist)
+        _push_under(latents.push_prior, coder, mine, [_take(p, chosen) for p in priors])
+    else:
+        _push_posteriors(model, latents, coder, xr[others], theirs)
+        model.likelihood.push(coder, x_np, _decoded(model, latents, mine))
+        _push_priors(model, latents, coder, mine)
     coder.encode_reverse(j.astype(np.int32), latents.categorical, np.full((b, k), 1.0 / k))
+
+
+@torch.no_grad()
+def _pop_others(model, latents, coder, xr: torch.Tensor, picked, chosen, others):
+    """Pop the other particles' groups top-down, each from q computed on all K x B rows (the
+    chosen rows' latents already known), as the encoder's posteriors were: the symbols of
+    every row, and those posteriors."""
+    symbols, posteriors, upper = [], [], []
+    for mine in picked:
+        q = model.coding_posterior(xr, upper)
+        full = np.empty((xr.shape[0], mine.shape[1]), dtype=mine.dtype)
+        full[chosen] = mine
+        full[others] = latents.pop_posterior(coder, _take(q, others))
+        symbols.append(full)
+        posteriors.append(q)
+        upper.append(latents.symbols_to_latents(full).to(xr.device))
+    return symbols, posteriors
 
 
 def _decode_importance_weighted(model, latents, coder, b: int, k: int) -> np.ndarray:
@@ -405,15 +466,20 @@ def _decode_importance_weighted(model, latents, coder, b: int, k: int) -> np.nda
     x = _as_values(model, x_np, b)
     xr = x.repeat(k, *([1] * (x.dim() - 1)))
     chosen, others = _rows(j, k, b)
-    rest = _posteriors(model, latents, coder, xr[others])
-    symbols = []
-    for mine, theirs in zip(picked, rest, strict=True):
-        full = np.empty((k * b, mine.shape[1]), dtype=mine.dtype)
-        full[chosen], full[others] = mine, theirs
-        symbols.append(full)
-    probs = _index_probabilities(model, latents, xr, symbols, k)
+    if latents.exact:
+        symbols, posteriors = _pop_others(model, latents, coder, xr, picked, chosen, others)
+    else:
+        rest, _ = _posteriors(model, latents, coder, xr[others])
+        symbols = []
+        for mine, theirs in zip(picked, rest, strict=True):
+            full = np.empty((k * b, mine.shape[1]), dtype=mine.dtype)
+            full[chosen], full[others] = mine, theirs
+            symbols.append(full)
+        posteriors = _posteriors_given(model, latents, xr, symbols)
+    priors, params = _joint(model, latents, symbols)
+    probs = _index_probabilities(model, latents, xr, symbols, posteriors, priors, params, k)
     coder.encode_reverse(j.astype(np.int32), latents.categorical, probs)
-    _push_posteriors(model, latents, coder, xr, symbols)
+    _push_under(latents.push_posterior, coder, symbols, posteriors)
     return x_np
 
 
