@@ -276,6 +276,40 @@ def test_importance_weighted_bits_back_round_trip_is_exact(pixels, family):
         assert np.array_equal(decompress(model, data), images)
 
 
+def test_importance_weighted_coding_runs_each_network_once_per_row(monkeypatch):
+    """Exact importance-weighted coding takes the rows it codes under from the outputs on all
+    K x B rows: encoding runs the encoder and the decoder once per particle; decoding runs
+    the encoder once per particle and the decoder once more for the chosen particle (popped
+    before the others exist)."""
+    from vaekit.uses.compression import read_header
+
+    model = hvae("8bit", shape=(1, 6, 6))
+    images = np.random.default_rng(5).integers(0, 256, (60, 1, 6, 6), dtype=np.uint8)
+    rows = {"decoder": 0, "encoder": 0}
+
+    def counting(name, method):
+        def run(self, t, *args):
+            rows[name] += t.shape[0]
+            return method(self, t, *args)
+
+        return run
+
+    monkeypatch.setattr(
+        HierarchicalVAE, "decode_params", counting("decoder", HierarchicalVAE.decode_params)
+    )
+    monkeypatch.setattr(HierarchicalVAE, "bottom_up", counting("encoder", HierarchicalVAE.bottom_up))
+    data = compress(model, images, particles=4)
+    plan = read_header(data)[0]["plan"]
+    batches = list(zip(plan.batch_particles(), plan.sizes, strict=True))
+    particles = sum(k * b for k, b in batches)
+    assert max(plan.batch_particles()) == 4 and particles > 3 * len(images)
+    assert rows == {"decoder": particles, "encoder": particles}
+    rows.update(decoder=0, encoder=0)
+    assert np.array_equal(decompress(model, data), images)
+    chosen = sum(b for k, b in batches if k > 1)
+    assert rows == {"decoder": particles + chosen, "encoder": particles}
+
+
 def test_importance_weighted_particles_grow_with_the_stack():
     """The initial words cover one particle whatever K is (a file's fixed cost does not grow
     with K); the particles per batch rise from 1 to K before the batches grow."""
