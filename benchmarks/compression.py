@@ -34,6 +34,7 @@ from common import append_result, command, machine, now  # noqa: E402
 from vaekit import load_checkpoint, preset, train  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
 from vaekit.data.pixels import binarize_fixed  # noqa: E402
+from vaekit.runs import read_metrics  # noqa: E402
 from vaekit.uses.compression import compress, decompress, ideal_rates, read_header  # noqa: E402
 from vaekit.uses.exact_arithmetic import ARITHMETIC  # noqa: E402
 
@@ -127,6 +128,25 @@ def trained(name: str, threads: int) -> Path:
     return run
 
 
+def training_record(run: Path) -> dict | None:
+    """How the coded model was trained, from its metrics.jsonl: epochs, wall seconds, and the
+    monitored test ELBO at the end and at its best epoch (a best well before the end is
+    overfitting)."""
+    rows = read_metrics(Path(run))
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["test_elbo"])
+    return {
+        "epochs": rows[-1]["epoch"],
+        "elapsed_seconds": rows[-1].get("elapsed_seconds"),
+        "train_seconds": sum(r["train_seconds"] for r in rows),
+        "world_size": rows[-1].get("world_size"),
+        "final_test_elbo": rows[-1]["test_elbo"],
+        "best_test_elbo": best["test_elbo"],
+        "best_epoch": best["epoch"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model-8bit", help="run folder [trains the mlp-8bit preset]")
@@ -213,6 +233,7 @@ def main() -> None:
             "generic": gen,
             "model": str(run),
             "model_config": cfg.to_dict(),
+            "model_training": training_record(Path(run)),
         }
         print(f"\n{kind} MNIST test ({len(images)} images), bits/dim:")
         lp = vk["neg_log_px_bits_per_dim"]
