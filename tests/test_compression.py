@@ -83,6 +83,27 @@ def test_idx_raw_and_gzip_come_back_byte_for_byte(models, mnist_test, tmp_path):
         assert (tmp_path / ("out-" + name)).read_bytes() == blob and notes == []
 
 
+def test_an_output_named_npy_gets_an_array_whatever_the_container(models, mnist_test, tmp_path):
+    """A user who asks for back.npy can np.load it: an IDX file comes back in its own shape,
+    an image folder as (N, H, W), each with a note; other names keep the container."""
+    model = models["8bit"]
+    images = mnist_test[:20, 0]
+    (tmp_path / "t-idx3-ubyte").write_bytes(idx_bytes(images))
+    compress_file(model, tmp_path / "t-idx3-ubyte", tmp_path / "t.vkz")
+    notes = decompress_file(model, tmp_path / "t.vkz", tmp_path / "back.NPY")
+    back = np.load(tmp_path / "back.NPY")
+    assert back.shape == (20, 28, 28) and np.array_equal(back, images)
+    assert "IDX" in notes[0] and ".npy" in notes[0]
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, im in enumerate(images[:5]):
+        Image.fromarray(im).save(folder / f"d{i}.png")
+    compress_file(model, folder, tmp_path / "f.vkz")
+    notes = decompress_file(model, tmp_path / "f.vkz", tmp_path / "folder.npy")
+    assert np.array_equal(np.load(tmp_path / "folder.npy"), images[:5])
+    assert "names are not kept" in notes[0]
+
+
 def test_unreproducible_gzip_gives_identical_idx_contents(models, mnist_test, tmp_path):
     model = models["8bit"]
     raw = idx_bytes(mnist_test[:20, 0])

@@ -297,7 +297,9 @@ def test_importance_weighted_coding_runs_each_network_once_per_row(monkeypatch):
     monkeypatch.setattr(
         HierarchicalVAE, "decode_params", counting("decoder", HierarchicalVAE.decode_params)
     )
-    monkeypatch.setattr(HierarchicalVAE, "bottom_up", counting("encoder", HierarchicalVAE.bottom_up))
+    monkeypatch.setattr(
+        HierarchicalVAE, "bottom_up", counting("encoder", HierarchicalVAE.bottom_up)
+    )
     data = compress(model, images, particles=4)
     plan = read_header(data)[0]["plan"]
     batches = list(zip(plan.batch_particles(), plan.sizes, strict=True))

@@ -537,7 +537,7 @@ def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only
 @main.command("decompress")
 @_run_arg
 @click.argument("input_path", metavar="FILE.vkz", type=click.Path(exists=True, dir_okay=False))
-@_output_option("File or folder to write.")
+@_output_option("File or folder to write (the original container; a .npy name: an array).")
 @_friendly_errors
 def decompress_cmd(run_dir, input_path, output) -> None:
     """Decode a .vkz file exactly, in the container it came from (IDX, .npy, image folder)."""

@@ -374,10 +374,24 @@ def read_container(path: str | Path) -> tuple[np.ndarray, Container]:
 
 
 def write_container(images: np.ndarray, container: dict[str, Any], out: str | Path) -> list[str]:
-    """Write decoded images in their original container; returns notes for the user."""
+    """Write decoded images in their original container, or as a NumPy array where `out` is
+    named `.npy` (what its name promises); returns notes for the user."""
     out = Path(out)
     kind = container.get("kind", "array")
     notes: list[str] = []
+    if out.suffix.lower() == ".npy" and kind in ("idx", "folder"):
+        notes.append(
+            f"the original was {'an IDX file' if kind == 'idx' else 'a folder of images'}; "
+            "wrote a .npy array, as the output's name asks"
+            + (" (the image names are not kept)" if kind == "folder" else "")
+            + "; name it otherwise to get the original container back"
+        )
+        if kind == "idx":  # the IDX's own shape, e.g. (N, 28, 28)
+            raw = bytes.fromhex(container["idx_header"]) + np.ascontiguousarray(images).tobytes()
+            images = parse_idx(raw, "decoded IDX")
+        else:  # as the images were: (N, H, W) grey, (N, H, W, C) colour
+            images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+        kind = "array"
     if kind == "folder":
         from PIL import Image
 
