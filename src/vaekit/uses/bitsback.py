@@ -629,11 +629,13 @@ def decode(
     try:
         coder = constriction.stream.stack.AnsCoder(np.ascontiguousarray(words, dtype=np.uint32))
         batches = list(zip(plan.batches(), plan.batch_particles(), strict=True))
-        with torch.no_grad(), context():
-            for sl, k in tqdm(batches[::-1], desc="decompress", unit="batch", disable=not progress):
+        bar = tqdm(total=plan.n, desc="decompress", unit="img", disable=not progress)
+        with torch.no_grad(), context(), bar:
+            for sl, k in batches[::-1]:
                 b = sl.stop - sl.start
                 decoded = _coders(model, k)[1](model, latents, coder, b)
                 out[sl] = decoded.astype(np.uint8).reshape(b, *shape)
+                bar.update(b)
         rest = coder.get_compressed()
     except (ValueError, RuntimeError, AssertionError, OverflowError, KeyError, IndexError) as e:
         raise CodingError(f"the bitstream does not decode with this model ({e})") from e
