@@ -128,6 +128,29 @@ def test_calls_without_an_exact_implementation_are_refused():
         torch.ones(3) ** 1.5
 
 
+def test_a_model_with_dropout_codes_exactly_and_training_dropout_is_refused():
+    """Dropout in eval mode is the identity, so a model trained with it codes (it was refused
+    as inexact); a training-mode call would draw a mask no decoder can repeat."""
+    from vaekit.config import preset
+    from vaekit.models import build_model
+    from vaekit.uses.compression import compress, decompress
+
+    cfg = preset("hvae-8bit").model
+    cfg.dropout, cfg.hidden, cfg.group_width, cfg.image_shape = 0.2, [32], 16, [1, 6, 6]
+    cfg.latent_groups = [2, 3]
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    x = np.random.default_rng(2).integers(0, 256, (30, 1, 6, 6), dtype=np.uint8)
+    for particles in (1, 2):
+        assert np.array_equal(decompress(model, compress(model, x, particles=particles)), x)
+    with ex.ExactArithmetic():
+        kept = F.dropout(torch.ones(3), 0.5, training=False)
+        with pytest.raises(ex.InexactOperation, match="training mode"):
+            F.dropout(torch.ones(3), 0.5, training=True)
+    assert torch.equal(kept, torch.ones(3))
+
+
 def test_division_by_a_number_reaches_the_kernel_as_a_tensor_on_the_dividends_device():
     """CUDA divides by a number as a product with its reciprocal (194 / 255 came out one
     unit in the last place off on an H200, so 8-bit files written on one device did not

@@ -644,6 +644,14 @@ def _h_rsqrt(x, *, out=None):
     return 1.0 / torch.sqrt(x)
 
 
+def _h_dropout(x, p=0.5, training=True, inplace=False):
+    """Dropout of a model in eval mode is the identity; a training-mode draw is randomness no
+    decoder could repeat."""
+    if training:
+        raise InexactOperation("dropout in training mode draws random masks; code in eval mode")
+    return x
+
+
 def _bind(table: dict, names: Sequence[str], handler, spaces=(torch, torch.Tensor, F)) -> None:
     for name in names:
         for space in spaces:
@@ -702,6 +710,7 @@ def _build_handlers() -> tuple[dict, set]:
     _bind(table, ["softplus"], _h_softplus)
     _bind(table, ["binary_cross_entropy_with_logits"], _h_bce_logits)
     _bind(table, ["layer_norm"], _h_layer_norm)
+    _bind(table, ["dropout"], _h_dropout)
     table[F.linear] = linear
     table[F.conv2d] = conv2d
     table[F.conv_transpose2d] = conv_transpose2d
