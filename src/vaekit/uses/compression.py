@@ -386,11 +386,8 @@ def write_container(images: np.ndarray, container: dict[str, Any], out: str | Pa
             + (" (the image names are not kept)" if kind == "folder" else "")
             + "; name it otherwise to get the original container back"
         )
-        if kind == "idx":  # the IDX's own shape, e.g. (N, 28, 28)
-            raw = bytes.fromhex(container["idx_header"]) + np.ascontiguousarray(images).tobytes()
-            images = parse_idx(raw, "decoded IDX")
-        else:  # as the images were: (N, H, W) grey, (N, H, W, C) colour
-            images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+        # the IDX's own shape, e.g. (N, 28, 28); a folder's images as they were
+        images = _idx_bytes(images, container)[1] if kind == "idx" else _channels_last(images)
         kind = "array"
     if kind == "folder":
         from PIL import Image
@@ -399,17 +396,14 @@ def write_container(images: np.ndarray, container: dict[str, Any], out: str | Pa
         if len(names) != len(images) or not all(_safe_relative_name(n) for n in names):
             raise CodingError("the file is corrupt (bad image names in its header)")
         out.mkdir(parents=True, exist_ok=True)
-        for name, im in zip(names, images, strict=True):
-            arr = im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0)
+        for name, arr in zip(names, _channels_last(images), strict=True):
             if Path(name).suffix.lower() not in (".png",):
                 notes.append(f"{name}: written as lossless PNG data under its original name")
             buf = _png_bytes(Image.fromarray(arr))
             atomic_write_bytes(out / name, buf)
         return notes[:1]
     if kind == "idx":
-        header = bytes.fromhex(container["idx_header"])
-        raw = header + np.ascontiguousarray(images).tobytes()
-        parse_idx(raw, "decoded IDX")  # header and body must agree
+        raw = _idx_bytes(images, container)[0]
         if container.get("gzipped"):
             recipe = container.get("gzip")
             if recipe:
@@ -435,6 +429,18 @@ def write_container(images: np.ndarray, container: dict[str, Any], out: str | Pa
     np.save(buf, arr, allow_pickle=False)
     atomic_write_bytes(out, buf.getvalue())
     return notes
+
+
+def _idx_bytes(images: np.ndarray, container: dict[str, Any]) -> tuple[bytes, np.ndarray]:
+    """The decoded IDX file's bytes (its stored header, then the pixels) and the array they
+    parse to, which checks that header and body agree."""
+    raw = bytes.fromhex(container["idx_header"]) + np.ascontiguousarray(images).tobytes()
+    return raw, parse_idx(raw, "decoded IDX")
+
+
+def _channels_last(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) as image files hold them: (N, H, W) grey, (N, H, W, C) colour."""
+    return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
 
 
 def _safe_relative_name(name: object) -> bool:
