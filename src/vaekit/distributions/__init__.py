@@ -1,6 +1,6 @@
 """Distributions: diagonal Gaussian posteriors/priors and the decoder likelihoods."""
 
-from vaekit.distributions.gaussian import diagonal_gaussian, kl_per_dim
+from vaekit.distributions.gaussian import diagonal_gaussian, kl_per_dim, repeat_rows
 from vaekit.distributions.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -25,4 +25,5 @@ __all__ = [
     "full_precision",
     "kl_per_dim",
     "make_likelihood",
+    "repeat_rows",
 ]

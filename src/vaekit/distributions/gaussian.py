@@ -15,6 +15,16 @@ def diagonal_gaussian(mean: torch.Tensor, logvar: torch.Tensor) -> Independent:
     return Independent(Normal(mean, torch.exp(0.5 * logvar), validate_args=False), 1)
 
 
+def repeat_rows(q: Independent, k: int) -> Independent:
+    """A diagonal Gaussian over rows (B, D) as K copies of itself, (K x B, D) particle-major."""
+    if k == 1:
+        return q
+    base = q.base_dist
+    return Independent(
+        Normal(base.loc.repeat(k, 1), base.scale.repeat(k, 1), validate_args=False), 1
+    )
+
+
 def kl_per_dim(q: Independent, p: Independent) -> torch.Tensor:
     """Analytic KL(q || p) for each latent dimension (shape (..., D)); sums to the total KL."""
     a, b = q.base_dist, p.base_dist

@@ -11,8 +11,8 @@ and implements:
 - `log_weights(x, k, noise)`: log p(x, z_k) - log q(z_k|x) and log p(x|z_k) for k samples,
   each (k, B), the input to the IWAE bound and importance-sampled log p(x);
 - `posterior_means(x)`, `decode(z)`, `sample_latents(n, temperature)`: the latent space;
-- `coding_posterior(x, upper)` / `coding_prior(upper)`: q and p of the next group in
-  top-down order given the groups above it, which is all bits-back coding needs.
+- `coding_posterior(x, upper, particles)` / `coding_prior(upper)`: q and p of the next group
+  in top-down order given the groups above it, which is all bits-back coding needs.
 
 `noise` is standard normal noise shaped like the latents (with a leading sample axis for
 `log_weights`); without it the model draws from torch's RNG. Passing it lets a caller make
@@ -142,8 +142,14 @@ class LatentVariableModel(nn.Module):
         """n draws of z from the prior, each group's noise scaled by its temperature."""
         raise NotImplementedError  # pragma: no cover
 
-    def coding_posterior(self, x: torch.Tensor, upper: list[torch.Tensor]) -> Distribution:
-        """q(z_l | x, z_>l) of the next group (a diagonal Gaussian) for bits-back coding."""
+    def coding_posterior(
+        self, x: torch.Tensor, upper: list[torch.Tensor], particles: int = 1
+    ) -> Distribution:
+        """q(z_l | x, z_>l) of the next group (a diagonal Gaussian) for bits-back coding. With
+        `particles` = K, each image of x stands for K particles: the rows of `upper` and of q
+        are the K x B particles, particle-major, and the work that depends on x alone (the
+        encoder) runs once per image. Under exact arithmetic, where every row is computed on
+        its own, that gives the same bits as running it on x repeated K times."""
         raise NotImplementedError  # pragma: no cover
 
     def coding_prior(self, upper: list[torch.Tensor]) -> Distribution:

@@ -274,17 +274,19 @@ class HierarchicalVAE(LatentHierarchy):
         run = self.top_down(None, (n,), temperature=temps)
         return torch.cat([g.z for g in run.groups], -1)
 
-    def coding_posterior(self, x, upper):
+    def coding_posterior(self, x, upper, particles=1):
         i = len(upper)
         # the coder asks for every group of the same x in turn: its bottom-up features are
-        # computed once (held only for that tensor)
+        # computed once (held only for that tensor), on each image once whatever the particles
         cached = getattr(self, "_coding_features", None)
-        if cached is None or cached[0] is not x:
-            cached = (x, self.bottom_up(x))
+        if cached is None or cached[0] is not x or cached[1] != particles:
+            feats = [f.repeat(particles, 1) for f in self.bottom_up(x)]
+            cached = (x, particles, feats)
             self._coding_features = cached
-        h = self._coding_state(upper, x.shape[0])
+        rows = x.shape[0] * particles
+        h = self._coding_state(upper, rows)
         p = self._prior(i, h)[0] if i else None
-        return self._posterior(i, h, cached[1][i].expand(x.shape[0], -1), p)
+        return self._posterior(i, h, cached[2][i].expand(rows, -1), p)
 
     def coding_prior(self, upper):
         i = len(upper)

@@ -7,7 +7,7 @@ from torch.distributions import Distribution, Independent
 
 from vaekit.config import ModelConfig
 from vaekit.data.pixels import pixel_mode
-from vaekit.distributions import diagonal_gaussian, full_precision, make_likelihood
+from vaekit.distributions import diagonal_gaussian, full_precision, make_likelihood, repeat_rows
 from vaekit.distributions.sampling import sample_with_temperature
 from vaekit.models.base import MODELS, Inference, LatentGroup, LatentVariableModel, group_kl
 from vaekit.nets import ARCHITECTURES
@@ -88,8 +88,8 @@ class VAE(LatentVariableModel):
             temperature = temperature[0]
         return sample_with_temperature(self.prior_distribution(), n, float(temperature))
 
-    def coding_posterior(self, x, upper):
-        return self.encode(x)
+    def coding_posterior(self, x, upper, particles=1):
+        return repeat_rows(self.encode(x), particles)
 
     def coding_prior(self, upper):
         return self.prior_distribution()

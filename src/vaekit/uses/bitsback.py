@@ -287,12 +287,13 @@ def _device(model: LatentVariableModel) -> torch.device:
 
 @torch.no_grad()
 def _posteriors(
-    model, latents: LatentCoder, coder, x: torch.Tensor
+    model, latents: LatentCoder, coder, x: torch.Tensor, particles: int = 1
 ) -> tuple[list[np.ndarray], list[Distribution]]:
-    """Pop every group from q (top-down): the symbols, and the posteriors they came from."""
+    """Pop every group from q (top-down), for `particles` particles of each image of x: the
+    symbols, and the posteriors they came from."""
     symbols, posteriors, upper = [], [], []
     for _ in model.group_dims:
-        q = model.coding_posterior(x, upper)
+        q = model.coding_posterior(x, upper, particles)
         sym = latents.pop_posterior(coder, q)
         symbols.append(sym)
         posteriors.append(q)
@@ -380,7 +381,8 @@ def _decode_top_down(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
 #
 # Both sides run each network once on the K x B rows, and take the rows they code under
 # from those outputs: exact arithmetic computes every row on its own (per-sample grids), so
-# a row's outputs do not depend on the batch around it. Float arithmetic (files of vaekit
+# a row's outputs do not depend on the batch around it. For the same reason the encoder's
+# work on x, the same for every particle, runs once per image. Float arithmetic (files of vaekit
 # <= 0.3) depends on the batch's composition, so there each subset is recomputed as its own
 # batch, on both sides, as those files were written.
 
@@ -424,7 +426,11 @@ def _rows(j: np.ndarray, k: int, b: int) -> tuple[np.ndarray, np.ndarray]:
 def _encode_importance_weighted(model, latents, coder, x_np, x, k: int) -> None:
     b = x.shape[0]
     xr = x.repeat(k, *([1] * (x.dim() - 1)))
-    symbols, posteriors = _posteriors(model, latents, coder, xr)  # K particles: bits back
+    # K particles: bits back
+    if latents.exact:
+        symbols, posteriors = _posteriors(model, latents, coder, x, k)
+    else:
+        symbols, posteriors = _posteriors(model, latents, coder, xr)
     priors, params = _joint(model, latents, symbols)
     probs = _index_probabilities(model, latents, xr, symbols, posteriors, priors, params, k)
     j = coder.decode(latents.categorical, probs).astype(np.int64)  # the index: bits back
@@ -443,19 +449,19 @@ def _encode_importance_weighted(model, latents, coder, x_np, x, k: int) -> None:
 
 
 @torch.no_grad()
-def _pop_others(model, latents, coder, xr: torch.Tensor, picked, chosen, others):
+def _pop_others(model, latents, coder, x: torch.Tensor, k: int, picked, chosen, others):
     """Pop the other particles' groups top-down, each from q computed on all K x B rows (the
     chosen rows' latents already known), as the encoder's posteriors were: the symbols of
     every row, and those posteriors."""
     symbols, posteriors, upper = [], [], []
     for mine in picked:
-        q = model.coding_posterior(xr, upper)
-        full = np.empty((xr.shape[0], mine.shape[1]), dtype=mine.dtype)
+        q = model.coding_posterior(x, upper, k)
+        full = np.empty((k * x.shape[0], mine.shape[1]), dtype=mine.dtype)
         full[chosen] = mine
         full[others] = latents.pop_posterior(coder, _take(q, others))
         symbols.append(full)
         posteriors.append(q)
-        upper.append(latents.symbols_to_latents(full).to(xr.device))
+        upper.append(latents.symbols_to_latents(full).to(x.device))
     return symbols, posteriors
 
 
@@ -467,7 +473,7 @@ def _decode_importance_weighted(model, latents, coder, b: int, k: int) -> np.nda
     xr = x.repeat(k, *([1] * (x.dim() - 1)))
     chosen, others = _rows(j, k, b)
     if latents.exact:
-        symbols, posteriors = _pop_others(model, latents, coder, xr, picked, chosen, others)
+        symbols, posteriors = _pop_others(model, latents, coder, x, k, picked, chosen, others)
     else:
         rest, _ = _posteriors(model, latents, coder, xr[others])
         symbols = []
