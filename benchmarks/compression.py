@@ -181,6 +181,7 @@ def main() -> None:
         help="run the coder's networks here (cuda: the same bytes as on the CPU, tested)",
     )
     ap.add_argument("--no-generic", action="store_true", help="skip the generic coders")
+    ap.add_argument("--note", help="a remark stored with the row (what the run is for)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     test = load_dataset("mnist").test[: args.n]  # (N, 1, 28, 28) uint8
@@ -253,6 +254,7 @@ def main() -> None:
         "machine": machine(),
         "command": command(),
         "date": now(),
+        **({"note": args.note} if args.note else {}),
     }
     print(f"\nappended to {append_result('compression', row)}")
     print(json.dumps({k: {"vaekit": v["vaekit"]["bits_per_dim"]} for k, v in results.items()}))
