@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -131,7 +132,7 @@ def main() -> None:
         )
     row = {
         "model": args.run or f"preset {args.preset}, untrained",
-        "model_config": model.config.to_dict(),
+        "model_config": asdict(model.config),
         "batch": args.batch,
         "images": args.images,
         "passes": passes,
