@@ -4,9 +4,10 @@ Bits-back coding with K particles runs, on each side, the bottom-up encoder once
 and the decoder once per particle (vaekit's exact importance-weighted coder). This script
 times those two passes of a model's exact copy under `ExactArithmetic` (the coder's own
 arithmetic), and the same passes in plain float32 for comparison (not exact: the machine's
-ceiling for these networks), on batches of the coder's size. From them it gives a floor for
-coding N images with K particles, one direction: N / encoder rate + K N / decoder rate. The
-real coder also runs the top-down path, the likelihood and the ANS steps, so it is slower.
+ceiling for these networks), on batches of the coder's size (B images for the encoder, the
+K x B particle rows for the decoder). From them it gives a floor for coding N images with K
+particles, one direction: N / encoder rate + K N / decoder rate. The real coder also runs
+the top-down path, the likelihood and the ANS steps, so it is slower.
 
     python benchmarks/exact_floor.py --run benchmarks/out/RUN --particles 1 4 8
     python benchmarks/exact_floor.py --preset hvae-conv-cpu   # untrained: speed only
@@ -101,20 +102,26 @@ def main() -> None:
     x = torch.randint(0, 2, (args.batch, *shape)).float()
     if model.pixels.name == "8bit":
         x = torch.randint(0, 256, (args.batch, *shape)).float()
-    z = torch.randn(args.batch, model.latent_dim)
     twin = exact_copy(model)
     passes = {}
-    for name, run, inp in (("encoder", encoder, x), ("decoder", decoder, z)):
-        passes[name] = {
+
+    def measure(run, inp):
+        return {
+            "rows": inp.shape[0],
             "multiply_adds_per_image": multiply_adds(model, run, inp[:1]),
             "exact_images_per_s": images_per_s(twin, run, inp.double(), True, args.repeats),
             "float32_images_per_s": images_per_s(model, run, inp, False, args.repeats),
         }
+
+    passes["encoder"] = measure(encoder, x)
     floors = {}
     for k in args.particles:
+        # the coder runs the decoder on the K x B particle rows of a batch at once
+        z = torch.randn(k * args.batch, model.latent_dim)
+        passes[f"decoder K={k}"] = dec = measure(decoder, z)
         floors[str(k)] = {
             kind: args.images / passes["encoder"][f"{kind}_images_per_s"]
-            + k * args.images / passes["decoder"][f"{kind}_images_per_s"]
+            + k * args.images / dec[f"{kind}_images_per_s"]
             for kind in ("exact", "float32")
         }
     for name, p in passes.items():
