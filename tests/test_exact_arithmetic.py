@@ -119,6 +119,39 @@ def test_a_network_gives_the_same_bits_in_any_batch_and_thread_count():
     assert all(torch.equal(o, outs[0]) for o in outs)
 
 
+def test_exact_copies_run_conv_nets_a_few_rows_at_a_time_with_the_same_bits():
+    """On the CPU an exact copy runs a conv encoder and decoder on `exact_rows` rows at a
+    time (their float64 activations stay in cache): no convolution sees more rows, and the
+    outputs and the digest are those of one pass over all the rows."""
+    from vaekit.config import ModelConfig
+    from vaekit.models import build_model
+    from vaekit.nets.conv import ConvDecoder, ConvEncoder
+
+    cfg = ModelConfig(
+        family="hvae", pixels="8bit", image_shape=[1, 8, 8], hidden=[16], latent_groups=[2, 3],
+        group_width=16, arch="conv", channels=4, blocks=1, n_mix=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    twin = ex.exact_copy(build_model(cfg).eval())
+    seen = []
+    for m in twin.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    z = torch.randn(50, 5, generator=torch.Generator().manual_seed(1))
+    x = torch.randint(0, 256, (50, 1, 8, 8), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), ex.ExactArithmetic():
+        chunked = (twin.decode_params(z), *twin.encoder(x.double()))
+    assert seen and max(seen) == ConvDecoder.exact_rows == ConvEncoder.exact_rows < 50
+    digest = ex.exact_digest(twin)
+    del twin.decoder.forward, twin.encoder.forward  # back to one pass over every row
+    seen.clear()
+    with torch.no_grad(), ex.ExactArithmetic():
+        whole = (twin.decode_params(z), *twin.encoder(x.double()))
+    assert max(seen) == 50
+    assert all(torch.equal(a, b) for a, b in zip(chunked, whole, strict=True))
+    assert ex.exact_digest(twin) == digest
+
+
 def test_calls_without_an_exact_implementation_are_refused():
     with ex.ExactArithmetic(), pytest.raises(ex.InexactOperation, match="cumsum"):
         torch.cumsum(torch.ones(3), 0)

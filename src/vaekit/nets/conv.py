@@ -8,6 +8,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+# Exact coding (vaekit.uses.exact_arithmetic) runs these nets on 8 rows at a time on the CPU:
+# their float64 activations then stay in cache. A decoder of 32 channels ran 230-320 rows/s
+# in chunks of 2 to 16 rows and 84 rows/s on 800 (K=8 particles of a 100-image batch).
+EXACT_ROWS = 8
+
 
 class ResBlock(nn.Module):
     """x + conv(act(conv(act(x)))): keeps the shape, eases optimisation of deeper stacks."""
@@ -31,6 +36,8 @@ def _down_size(n: int) -> int:
 
 class ConvEncoder(nn.Module):
     """x (B, C, H, W) -> (mean, logvar) through residual stages at full, 1/2 and 1/4 size."""
+
+    exact_rows = EXACT_ROWS  # rows per pass of exact coding on the CPU (exact_arithmetic)
 
     def __init__(self, image_shape: Sequence[int], channels: int, latent_dim: int, blocks: int = 1):
         super().__init__()
@@ -59,6 +66,8 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """z -> likelihood parameters, upsampling from 1/4 size and cropping to (H, W)."""
+
+    exact_rows = EXACT_ROWS  # rows per pass of exact coding on the CPU (exact_arithmetic)
 
     def __init__(
         self,

@@ -465,8 +465,10 @@ def _unfolded_conv_transpose2d(xg, wq, stride, padding, dilation) -> torch.Tenso
 
 def exact_copy(model: nn.Module) -> nn.Module:
     """A float64 copy of `model` whose linear and convolution weights are quantized for
-    `ExactArithmetic` (done once, rather than at every call)."""
+    `ExactArithmetic` (done once, rather than at every call). On the CPU, a network that
+    names `exact_rows` runs on at most that many rows at a time (`row_chunked`)."""
     twin = copy.deepcopy(model).double().eval()
+    on_cpu = all(p.device.type == "cpu" for p in twin.parameters())
     for module in twin.modules():
         w = getattr(module, "weight", None)
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
@@ -474,7 +476,29 @@ def exact_copy(model: nn.Module) -> nn.Module:
             with torch.no_grad():
                 w.copy_(quantize_weight(w, channel))
             w._vaekit_exact = True
+        rows = getattr(module, "exact_rows", None)
+        if on_cpu and rows:
+            row_chunked(module, rows)
     return twin
+
+
+def row_chunked(module: nn.Module, rows: int) -> None:
+    """Make `module` run on at most `rows` rows of its input at a time and join the outputs.
+    Under exact arithmetic every row is computed on its own, so the bits are the same; on
+    the CPU the float64 activations of a few rows stay in cache, where those of hundreds
+    (K particles of a batch) do not: a conv decoder ran 3x faster per row in chunks of 8
+    rows than on 800. The module's parameters and their names are untouched (`exact_digest`)."""
+    forward = module.forward
+
+    def chunked(x: torch.Tensor):
+        if x.shape[0] <= rows:
+            return forward(x)
+        outs = [forward(part) for part in x.split(rows)]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+        return torch.cat(outs)
+
+    module.forward = chunked
 
 
 def exact_digest(model: nn.Module) -> str:
