@@ -18,10 +18,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
 }
 
-# Exact coding runs these nets on at most 256 rows at a time on the CPU (an MLP decoder ran
-# 1.2-1.5x faster per row on 200 rows than on the 800 of K=8 particles of a 100-image batch).
-EXACT_ROWS = 256
-
 
 def activation_class(name: str) -> type[nn.Module]:
     """The activation module for a config name (relu, silu, gelu, elu, tanh)."""
@@ -42,8 +38,6 @@ def _stack(sizes: Sequence[int], activation: str, dropout: float = 0.0) -> nn.Se
 
 class MLPEncoder(nn.Module):
     """x (B, C, H, W) -> (mean, logvar), each (B, latent_dim)."""
-
-    exact_rows = EXACT_ROWS  # rows per pass of exact coding on the CPU (exact_arithmetic)
 
     def __init__(
         self,
@@ -68,8 +62,6 @@ class MLPEncoder(nn.Module):
 
 class MLPDecoder(nn.Module):
     """z (B, latent_dim) -> likelihood parameters (B, P*C, H, W)."""
-
-    exact_rows = EXACT_ROWS  # rows per pass of exact coding on the CPU (exact_arithmetic)
 
     def __init__(
         self,
