@@ -44,6 +44,7 @@ WINDOW_SIGMAS = 8.0  # a posterior is coded on its mean +- this many standard de
 PRECISION_BITS = 24  # constriction's probability precision: the most one pop can consume
 INIT_SEED = 0x5AE
 MAX_PARTICLES = 256
+LIKELIHOOD_ROWS = 32  # rows per likelihood call when weighing particles (exact arithmetic)
 _model = constriction.stream.model
 
 
@@ -410,8 +411,16 @@ def _index_probabilities(model, latents, x, symbols, posteriors, priors, params,
     for sym, q, p in zip(symbols, posteriors, priors, strict=True):
         z = latents.symbols_to_latents(sym).to(x.device)
         log_w = log_w + latents.log_ratio(p, q, z)
-    decoded = model.likelihood.coding_distribution(params)
-    log_w = log_w + decoded.log_prob(x.cpu().double()).double()
+    xd = x.cpu().double()
+    # Exact arithmetic computes each row on its own, so the likelihood can run on a few
+    # rows at a time, whose float64 temporaries stay in cache (8-bit, K=4: the whole
+    # coder 1.15x faster on 2 cores); float files keep their one call over the batch.
+    step = LIKELIHOOD_ROWS if latents.exact else x.shape[0]
+    log_px = [
+        model.likelihood.coding_distribution(params[i : i + step]).log_prob(xd[i : i + step])
+        for i in range(0, x.shape[0], step)
+    ]
+    log_w = log_w + torch.cat(log_px).double()
     return latents.index_probabilities(log_w, k, x.shape[0] // k)
 
 
