@@ -3,6 +3,7 @@ composition or summation order, that stay close to PyTorch's, and refusal of the
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import numpy as np
@@ -143,6 +144,13 @@ def test_exact_copies_run_conv_nets_a_few_rows_at_a_time_with_the_same_bits():
         chunked = (twin.decode_params(z), *twin.encoder(x.double()))
     assert seen and max(seen) == ConvDecoder.exact_rows == ConvEncoder.exact_rows < 50
     digest = ex.exact_digest(twin)
+    twin_copy = copy.deepcopy(twin)  # a copy chunks its own weights' passes, not the original's
+    with torch.no_grad():
+        for w in twin_copy.decoder.parameters():
+            w.zero_()
+    with torch.no_grad(), ex.ExactArithmetic():
+        zeroed, again = twin_copy.decode_params(z), twin.decode_params(z)
+    assert not zeroed.any() and torch.equal(again, chunked[0])
     del twin.decoder.forward, twin.encoder.forward  # back to one pass over every row
     seen.clear()
     with torch.no_grad(), ex.ExactArithmetic():
