@@ -148,9 +148,8 @@ class MarkovHierarchy(LatentHierarchy):
             out.append(z)
         return torch.cat(out, -1)
 
-    def coding_posterior(
-        self, x, upper, particles=1
-    ):  # pragma: no cover - the coder interleaves instead
+    def coding_posterior(self, x, upper, particles=1):  # pragma: no cover
+        # the coder interleaves the levels instead (Bit-Swap)
         raise NotImplementedError("a Markov hierarchy is coded level by level (Bit-Swap)")
 
     def coding_prior(self, upper):  # pragma: no cover

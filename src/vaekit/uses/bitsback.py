@@ -413,8 +413,8 @@ def _index_probabilities(model, latents, x, symbols, posteriors, priors, params,
         log_w = log_w + latents.log_ratio(p, q, z)
     xd = x.cpu().double()
     # Exact arithmetic computes each row on its own, so the likelihood can run on a few
-    # rows at a time, whose float64 temporaries stay in cache (8-bit, K=4: the whole
-    # coder 1.15x faster on 2 cores); float files keep their one call over the batch.
+    # rows at a time, whose float64 temporaries stay in cache (8-bit, K=4: 1.3-1.4x faster
+    # coding on 2 cores, BENCHMARKS.md); float files keep their one call over the batch.
     step = LIKELIHOOD_ROWS if latents.exact else x.shape[0]
     log_px = [
         model.likelihood.coding_distribution(params[i : i + step]).log_prob(xd[i : i + step])
