@@ -276,6 +276,36 @@ def test_importance_weighted_bits_back_round_trip_is_exact(pixels, family):
         assert np.array_equal(decompress(model, data), images)
 
 
+@pytest.mark.parametrize("family", ["vae", "hvae", "hvae-conv"])
+def test_a_posterior_for_particles_is_the_posterior_of_repeated_images(family):
+    """`coding_posterior(x, upper, K)` runs the encoder once per image; under exact
+    arithmetic its K x B rows are, bit for bit, those of x repeated K times."""
+    from tests.conftest import tiny_model
+    from vaekit.uses.exact_arithmetic import ExactArithmetic, exact_copy
+
+    shape = (1, 8, 8)
+    torch.manual_seed(4)
+    if family == "vae":
+        model = tiny_model("8bit", shape=shape)
+    else:
+        model = hvae("8bit", shape=shape)
+        if family == "hvae-conv":
+            cfg = model.config
+            cfg.arch, cfg.channels, cfg.blocks, cfg.feature_norm = "conv", 4, 1, True
+            model = build_model(cfg).eval()
+    twin, k = exact_copy(model), 3
+    x = torch.randint(0, 256, (5, *shape), generator=torch.Generator().manual_seed(6)).float()
+    upper = []
+    with torch.no_grad(), ExactArithmetic():
+        for _ in model.group_dims:
+            once = twin.coding_posterior(x, upper, k)
+            repeated = twin.coding_posterior(x.repeat(k, 1, 1, 1), upper)
+            assert once.mean.shape[0] == k * len(x)
+            for a, b in ((once.mean, repeated.mean), (once.stddev, repeated.stddev)):
+                assert a.double().sub(b.double()).abs().max().item() == 0.0
+            upper.append(once.mean + once.stddev)
+
+
 def test_importance_weighted_coding_runs_each_network_once_per_row(monkeypatch):
     """Exact importance-weighted coding takes the rows it codes under from the outputs on all
     K x B rows: encoding runs the decoder once per particle and the encoder once per image
