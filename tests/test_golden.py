@@ -24,6 +24,7 @@ CURRENT = {
     "v0.4-format5": "exact-1",
     "v0.6-format5": "exact-1",
     "v0.5-format6": "exact-1",
+    "v0.6-format6": "exact-1",
 }
 SUPERSEDED = {"v0.4-format5-static-binary-standard-normal-hvae-k4"}
 # name -> SHA-256 of the .vkz (pins the files themselves: a checked-in file must not change)
@@ -45,6 +46,10 @@ FILES = {
     # a conv hierarchy, written by the explicit unfold-and-multiply convolutions (vaekit 0.6);
     # the CPU's own float64 convolutions since must write the same bytes
     "v0.6-format5-static-binary-standard-normal-hvae-conv": "43ce73b1f851ea44",
+    # a conv hierarchy with 4 particles, written by vaekit 0.6 at 39b33b1 (the encoder run once
+    # per particle, one pass over every row); since, the encoder runs once per image and conv
+    # nets run 8 rows at a time, and must write the same bytes
+    "v0.6-format6-static-binary-standard-normal-hvae-conv-k4": "c07b5c2f719582fc",
 }
 
 

@@ -74,9 +74,12 @@ def main(out: Path, tag: str) -> None:
     if "particles" in inspect.signature(compress).parameters:  # importance-weighted bits-back
         cases.append(("static-binary", "standard-normal", "hvae-k4"))
         particles["hvae-k4"] = 4
+        if "arch" in fields:  # vaekit >= 0.6: a conv hierarchy with particles
+            cases.append(("static-binary", "standard-normal", "hvae-conv-k4"))
+            particles["hvae-conv-k4"] = 4
     for pixels, prior, case in cases:
         family = case.split("-")[0]
-        arch = "conv" if case.endswith("-conv") else "mlp"
+        arch = "conv" if "-conv" in case else "mlp"
         name = f"{tag}-{pixels}-{prior}" + ("" if case == "vae" else f"-{case}")
         cfg = Config(model_config(pixels, prior, family, arch))
         if "pixels" not in inspect.signature(ModelConfig).parameters:
