@@ -491,8 +491,8 @@ def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
     default=1,
     show_default=True,
     help="Importance-weighted bits-back with K particles: codes near the K-sample bound "
-    "instead of -ELBO, for K times the decoder's work; the first images use fewer, as the "
-    "stack allows (format version 6 files).",
+    "instead of -ELBO, for K times the network work after the encoder; the first images "
+    "use fewer, as the stack allows (format version 6 files).",
 )
 @click.option(
     "--bits-back-only",

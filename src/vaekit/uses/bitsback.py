@@ -567,9 +567,10 @@ def encode(
 ) -> tuple[np.ndarray, CodingPlan]:
     """Bits-back encode integer values (N, C, H, W) as uint8 into ANS words (uint32).
     `particles` > 1 codes at the K-sample importance-weighted bound instead of -ELBO, for K
-    times the decoder's work per image (the first images with fewer, as many as the stack
-    covers: the file's fixed cost is one particle's whatever K is). `arithmetic`: exact
-    (decodes on any machine) or the float path of vaekit <= 0.3 (kept to measure against)."""
+    times the network work after the encoder per image (the first images with fewer, as many
+    as the stack covers: the file's fixed cost is one particle's whatever K is). `arithmetic`:
+    exact (decodes on any machine) or the float path of vaekit <= 0.3 (kept to measure
+    against)."""
     check_codable(model, values)
     if not 1 <= particles <= MAX_PARTICLES:
         raise CodingError(f"particles must be between 1 and {MAX_PARTICLES}; got {particles}")
