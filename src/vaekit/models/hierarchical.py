@@ -280,7 +280,9 @@ class HierarchicalVAE(LatentHierarchy):
         # computed once (held only for that tensor), on each image once whatever the particles
         cached = getattr(self, "_coding_features", None)
         if cached is None or cached[0] is not x or cached[1] != particles:
-            feats = [f.repeat(particles, 1) for f in self.bottom_up(x)]
+            feats = self.bottom_up(x)
+            if particles > 1:
+                feats = [f.repeat(particles, 1) for f in feats]
             cached = (x, particles, feats)
             self._coding_features = cached
         rows = x.shape[0] * particles
