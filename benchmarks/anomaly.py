@@ -34,11 +34,11 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import AnomalyDetector  # noqa: E402
+from vaekit.anomaly.background import fit_local_model  # noqa: E402
+from vaekit.anomaly.calibration import combined_score  # noqa: E402
+from vaekit.anomaly.scores import all_scores  # noqa: E402
 from vaekit.checkpoint import load_checkpoint  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
-from vaekit.uses.anomaly_scores import all_scores  # noqa: E402
-from vaekit.uses.background import fit_local_model  # noqa: E402
-from vaekit.uses.calibration import combined_score  # noqa: E402
 
 
 def score_all(det: AnomalyDetector, images: np.ndarray) -> dict[str, np.ndarray]:

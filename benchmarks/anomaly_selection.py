@@ -46,10 +46,10 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, git_commit, machine, now  # noqa: E402
 from vaekit import AnomalyDetector  # noqa: E402
+from vaekit.anomaly.calibration import combined_score, fit_reference  # noqa: E402
+from vaekit.anomaly.detector import REFERENCE_IMAGES  # noqa: E402
+from vaekit.anomaly.scores import COMBINED_VIEWS, UPPER_TAILED  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
-from vaekit.uses.anomaly import REFERENCE_IMAGES  # noqa: E402
-from vaekit.uses.anomaly_scores import COMBINED_VIEWS, UPPER_TAILED  # noqa: E402
-from vaekit.uses.calibration import combined_score, fit_reference  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "anomaly_selection"
 _KINDS5 = ("surprise", "complexity", "ratio", "local", "local-ink")

@@ -32,11 +32,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import load_checkpoint, preset, train  # noqa: E402
+from vaekit.coding.exact_arithmetic import ARITHMETIC  # noqa: E402
+from vaekit.coding.files import compress, decompress, ideal_rates, read_header  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
 from vaekit.data.pixels import binarize_fixed  # noqa: E402
-from vaekit.runs import read_metrics  # noqa: E402
-from vaekit.uses.compression import compress, decompress, ideal_rates, read_header  # noqa: E402
-from vaekit.uses.exact_arithmetic import ARITHMETIC  # noqa: E402
+from vaekit.run import RunFolder  # noqa: E402
 
 TOOLS = {
     "gzip -9": ["gzip", "-9", "-c"],
@@ -132,7 +132,7 @@ def training_record(run: Path) -> dict | None:
     """How the coded model was trained, from its metrics.jsonl: epochs, wall seconds, and the
     monitored test ELBO at the end and at its best epoch (a best well before the end is
     overfitting)."""
-    rows = read_metrics(Path(run))
+    rows = RunFolder(run).read_metrics()
     if not rows:
         return None
     best = max(rows, key=lambda r: r["test_elbo"])

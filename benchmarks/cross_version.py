@@ -27,11 +27,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import __version__, load_checkpoint  # noqa: E402
+from vaekit.coding.exact_arithmetic import ARITHMETIC  # noqa: E402
+from vaekit.coding.files import compress, decompress  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
 from vaekit.data.pixels import binarize_fixed  # noqa: E402
 from vaekit.errors import VaekitError  # noqa: E402
-from vaekit.uses.compression import compress, decompress  # noqa: E402
-from vaekit.uses.exact_arithmetic import ARITHMETIC  # noqa: E402
 
 
 def _images(model, n: int) -> np.ndarray:

@@ -33,7 +33,7 @@ try:
         cfg = preset("mlp"); cfg.model.pixels = pixels; cfg.model.image_shape = [1, 28, 28]
         return build_model(cfg.model)
 except ImportError:  # vaekit 0.1
-    from vaekit.model import VAE
+    from vaekit.models import VAE
     from vaekit.training import Objective
     def make(pixels):
         cfg = preset("mlp"); cfg.model.image_shape = [1, 28, 28]

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import tiny_model  # noqa: E402
 from tests.test_hierarchical import hvae  # noqa: E402
 
-from vaekit.uses.compression import compress  # noqa: E402
+from vaekit.coding.files import compress  # noqa: E402
 
 
 def _tensors(x) -> list[torch.Tensor]:

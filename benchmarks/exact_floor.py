@@ -30,8 +30,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from vaekit import load_checkpoint, preset  # noqa: E402
+from vaekit.coding.exact_arithmetic import ExactArithmetic, exact_copy  # noqa: E402
 from vaekit.models.base import build_model  # noqa: E402
-from vaekit.uses.exact_arithmetic import ExactArithmetic, exact_copy  # noqa: E402
 
 
 def multiply_adds(model, run, x: torch.Tensor) -> int:

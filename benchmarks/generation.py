@@ -34,13 +34,13 @@ from speed import ReferenceVAE, reference_loss  # noqa: E402
 from vaekit import load_checkpoint  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
 from vaekit.data.splits import load_splits  # noqa: E402
-from vaekit.uses.generation import sample_images  # noqa: E402
-from vaekit.uses.sample_quality import (  # noqa: E402
+from vaekit.generation.images import sample_images  # noqa: E402
+from vaekit.generation.quality import (  # noqa: E402
     features,
     load_feature_net,
     quality,
 )
-from vaekit.uses.samplers import ExPostGMM, expost_gmm, gmm_images  # noqa: E402
+from vaekit.generation.samplers import ExPostGMM, expost_gmm, gmm_images  # noqa: E402
 
 
 def _batches(fn, n: int, batch: int = 1000) -> torch.Tensor:

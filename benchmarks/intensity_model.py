@@ -23,9 +23,9 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).parent))
 from common import append_result, command, machine, now  # noqa: E402
 from corruptions import corrupt  # noqa: E402
+from vaekit.anomaly.background import fit_local_model  # noqa: E402
+from vaekit.anomaly.scores import local_scores  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
-from vaekit.uses.anomaly_scores import local_scores  # noqa: E402
-from vaekit.uses.background import fit_local_model  # noqa: E402
 
 SHOWN = ("shot noise", "shear", "rotate", "scale", "motion blur")
 

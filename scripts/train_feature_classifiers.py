@@ -6,7 +6,7 @@ For each data set: a `FeatureClassifier` trained on its training split (random s
 2 pixels; and mirror images for Fashion-MNIST), 10 epochs for MNIST and 20 for Fashion-MNIST,
 weights rounded to float16 and saved to src/vaekit/feature_weights/NAME.safetensors
 with their test accuracy (measured with the rounded weights) in the file's metadata. The
-script prints each file's SHA-256 for `vaekit.uses.sample_quality.FEATURE_NETS`. Seeded; on
+script prints each file's SHA-256 for `vaekit.generation.quality.FEATURE_NETS`. Seeded; on
 2 CPU cores each data set takes a few minutes per epoch.
 """
 

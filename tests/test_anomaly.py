@@ -9,14 +9,14 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from tests.conftest import synthetic_digits
+from vaekit.anomaly.background import local_log_prob
+from vaekit.anomaly.calibration import combined_score
+from vaekit.anomaly.detector import AnomalyDetector
+from vaekit.anomaly.scores import png_bits
 from vaekit.checkpoint import weights_fingerprint
 from vaekit.cli import main
 from vaekit.data import prepare_split
 from vaekit.errors import DataError, VaekitError
-from vaekit.uses.anomaly import AnomalyDetector
-from vaekit.uses.anomaly_scores import png_bits
-from vaekit.uses.background import local_log_prob
-from vaekit.uses.calibration import combined_score
 
 TINY = ("model.hidden=[32]", "model.latent_dim=2", "train.epochs=3", "train.lr=3e-3")
 
@@ -196,7 +196,7 @@ def test_plain_training_run_gets_a_background_from_its_own_data(tmp_path, npy_da
     assert (run / "background.safetensors").exists() and (run / "background.json").exists()
     b = AnomalyDetector.load(run)  # fitted once: later loads read it back, no refit
     assert b.background_ is not None
-    import vaekit.uses.anomaly as anomaly_module
+    import vaekit.anomaly.detector as anomaly_module
 
     def refit(*args, **kwargs):
         raise AssertionError("the background was fitted again")
@@ -262,8 +262,8 @@ def test_an_intensity_model_kept_by_0_5_loads_as_the_softmax_it_is(tmp_path):
     default is a logistic mixture. The old file loads as what it is and scores the same."""
     import json
 
-    from vaekit.uses.anomaly import _load_kept, _save_local_model
-    from vaekit.uses.background import LocalPixelModel
+    from vaekit.anomaly.background import LocalPixelModel
+    from vaekit.anomaly.detector import _load_kept, _save_local_model
 
     torch.manual_seed(0)
     old = LocalPixelModel(levels=256, mixture=0)

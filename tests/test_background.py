@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from vaekit.uses.background import LocalPixelModel, fit_local_model
+from vaekit.anomaly.background import LocalPixelModel, fit_local_model
 
 
 def all_binary_images(h: int, w: int) -> torch.Tensor:
@@ -95,7 +95,7 @@ def test_the_intensity_model_learns_8bit_strokes():
 def test_local_scores_are_bits_per_image_and_per_inked_pixel():
     import math
 
-    from vaekit.uses.anomaly_scores import local_scores
+    from vaekit.anomaly.scores import local_scores
 
     torch.manual_seed(1)
     model = LocalPixelModel(kernel=3, width=8, levels=256)

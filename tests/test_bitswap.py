@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from tests.test_hierarchical import binary_images, hvae
+from vaekit.coding import bitsback
+from vaekit.coding.files import compress, decompress
 from vaekit.config import ModelConfig
 from vaekit.models import MarkovHierarchy
 from vaekit.objectives import elbo, importance_sampled_log_px
-from vaekit.uses import bitsback
-from vaekit.uses.compression import compress, decompress
 
 
 def markov(pixels="static-binary", groups=(3, 3), shape=(1, 6, 6), seed=0, noise=0.2):

@@ -8,14 +8,14 @@ from scipy.stats import norm
 
 from tests.conftest import synthetic_digits
 from vaekit import AnomalyDetector
-from vaekit.errors import VaekitError
-from vaekit.uses.calibration import (
+from vaekit.anomaly.calibration import (
     combined_score,
     fisher_statistic,
     fit_reference,
     log_p,
     z_scores,
 )
+from vaekit.errors import VaekitError
 
 
 def test_p_values_are_calibrated_for_skewed_scores_and_flag_both_tails():

@@ -13,18 +13,18 @@ from PIL import Image
 
 from tests.conftest import synthetic_digits, tiny_config, tiny_model
 from vaekit.checkpoint import load_checkpoint
-from vaekit.data import idx_bytes, load_dataset
-from vaekit.data.pixels import binarize_fixed
-from vaekit.evaluation import evaluate
-from vaekit.training import train
-from vaekit.uses.bitsback import CodingError
-from vaekit.uses.compression import (
+from vaekit.coding.bitsback import CodingError
+from vaekit.coding.files import (
     compress,
     compress_file,
     decompress,
     decompress_file,
     read_header,
 )
+from vaekit.data import idx_bytes, load_dataset
+from vaekit.data.pixels import binarize_fixed
+from vaekit.evaluation import evaluate
+from vaekit.training import train
 
 
 @pytest.fixture(scope="module")

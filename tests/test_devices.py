@@ -71,7 +71,7 @@ def _same_bytes_on_both_devices(cpu_model, pixels: str, n: int, seed: int, parti
 
     import numpy as np
 
-    from vaekit.uses.compression import compress, decompress
+    from vaekit.coding.files import compress, decompress
 
     gpu_model = copy.deepcopy(cpu_model).cuda()
     shape = tuple(cpu_model.config.image_shape)

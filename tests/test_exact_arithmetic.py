@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 from tests.conftest import tiny_model
-from vaekit.uses import exact_arithmetic as ex
+from vaekit.coding import exact_arithmetic as ex
 
 # SHA-256 of every table and constant the exact path uses. The tables come from Python's
 # decimal module, so every platform must produce these bytes; a change here changes files.
@@ -172,9 +172,9 @@ def test_calls_without_an_exact_implementation_are_refused():
 def test_a_model_with_dropout_codes_exactly_and_training_dropout_is_refused():
     """Dropout in eval mode is the identity, so a model trained with it codes (it was refused
     as inexact); a training-mode call would draw a mask no decoder can repeat."""
+    from vaekit.coding.files import compress, decompress
     from vaekit.config import preset
     from vaekit.models import build_model
-    from vaekit.uses.compression import compress, decompress
 
     cfg = preset("hvae-8bit").model
     cfg.dropout, cfg.hidden, cfg.group_width, cfg.image_shape = 0.2, [32], 16, [1, 6, 6]

@@ -13,7 +13,7 @@ from tests.conftest import tiny_config, tiny_model
 from vaekit.checkpoint import load_checkpoint
 from vaekit.config import ModelConfig, preset
 from vaekit.data.splits import data_statistics
-from vaekit.model import VAE
+from vaekit.models import VAE
 from vaekit.objectives import elbo
 
 

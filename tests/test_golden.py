@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vaekit.checkpoint import load_checkpoint
-from vaekit.uses.bitsback import CodingError
-from vaekit.uses.compression import compress, decompress
+from vaekit.coding.bitsback import CodingError
+from vaekit.coding.files import compress, decompress
 
 GOLDEN = Path(__file__).parent / "golden"
 # files the coder still writes byte for byte: format 2 (float arithmetic, vaekit 0.2 and 0.3;

@@ -9,13 +9,13 @@ import torch
 
 from tests.conftest import synthetic_digits, tiny_config
 from vaekit.checkpoint import load_checkpoint
+from vaekit.coding.files import compress, decompress
 from vaekit.config import Config, ModelConfig, validate
 from vaekit.errors import VaekitError
 from vaekit.evaluation import evaluate
 from vaekit.models import HierarchicalVAE, build_model
 from vaekit.objectives import elbo, importance_sampled_log_px
 from vaekit.training import train
-from vaekit.uses.compression import compress, decompress
 
 
 def hvae(
@@ -242,7 +242,7 @@ def test_level_ratio_score_from_the_top_levels():
     """The level-ratio score is surprise minus the top levels' surprise, example by example,
     and a one-layer model refuses it with a clear message."""
     from tests.conftest import tiny_model
-    from vaekit.uses.anomaly_scores import all_scores, anomaly_scores
+    from vaekit.anomaly.scores import all_scores, anomaly_scores
 
     model = hvae()
     images = (binary_images(12) * 255).to(torch.uint8)
@@ -259,7 +259,7 @@ def test_level_ratio_score_from_the_top_levels():
 @pytest.mark.parametrize("family", ["vae", "hvae"])
 def test_importance_weighted_bits_back_round_trip_is_exact(pixels, family):
     from tests.conftest import tiny_model
-    from vaekit.uses.compression import read_header
+    from vaekit.coding.files import read_header
 
     shape = (1, 6, 6)
     model = hvae(pixels, shape=shape) if family == "hvae" else tiny_model(pixels, shape=shape)
@@ -281,7 +281,7 @@ def test_a_posterior_for_particles_is_the_posterior_of_repeated_images(family):
     """`coding_posterior(x, upper, K)` runs the encoder once per image; under exact
     arithmetic its K x B rows are, bit for bit, those of x repeated K times."""
     from tests.conftest import tiny_model
-    from vaekit.uses.exact_arithmetic import ExactArithmetic, exact_copy
+    from vaekit.coding.exact_arithmetic import ExactArithmetic, exact_copy
 
     shape = (1, 8, 8)
     torch.manual_seed(4)
@@ -312,7 +312,7 @@ def test_importance_weighted_coding_runs_each_network_once_per_row(monkeypatch):
     (its work on x is the same for every particle); decoding runs the encoder once per image
     and the decoder once per particle, plus once more for the chosen particle (popped before
     the others exist)."""
-    from vaekit.uses.compression import read_header
+    from vaekit.coding.files import read_header
 
     model = hvae("8bit", shape=(1, 6, 6))
     images = np.random.default_rng(5).integers(0, 256, (60, 1, 6, 6), dtype=np.uint8)
@@ -346,7 +346,7 @@ def test_importance_weighted_coding_runs_each_network_once_per_row(monkeypatch):
 def test_importance_weighted_particles_grow_with_the_stack():
     """The initial words cover one particle whatever K is (a file's fixed cost does not grow
     with K); the particles per batch rise from 1 to K before the batches grow."""
-    from vaekit.uses.compression import read_header
+    from vaekit.coding.files import read_header
 
     model = hvae("static-binary", groups=(2, 2), shape=(1, 6, 6))
     images = (binary_images(200, shape=(1, 6, 6)) > 0).numpy().astype(np.uint8)
@@ -361,7 +361,7 @@ def test_importance_weighted_particles_grow_with_the_stack():
 def test_importance_weighted_bits_back_codes_below_the_elbo():
     """With K particles the rate approaches -log of the K-sample bound, below -ELBO: on a
     model whose posterior is far from exact the gain is large and clear of coding noise."""
-    from vaekit.uses.compression import read_header
+    from vaekit.coding.files import read_header
 
     model = hvae("static-binary", groups=(2, 2), shape=(1, 6, 6), noise=0.3)
     images = (binary_images(300, shape=(1, 6, 6)) > 0).numpy().astype(np.uint8)

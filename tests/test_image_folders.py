@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from tests.conftest import synthetic_digits, tiny_model
+from vaekit.coding.files import compress_file, decompress_file
 from vaekit.data.sources import load_dataset, read_examples
 from vaekit.errors import DataError
-from vaekit.uses.compression import compress_file, decompress_file
 
 
 def _class_folder(root, per_class=12):
@@ -51,8 +51,8 @@ def test_compression_restores_the_class_tree(tmp_path):
 
 @pytest.mark.parametrize("name", ["../evil.png", "/tmp/evil.png", "a/b/c.png", "x.exe", ""])
 def test_decompression_never_writes_outside_its_folder(tmp_path, name):
-    from vaekit.uses.bitsback import CodingError
-    from vaekit.uses.compression import write_container
+    from vaekit.coding.bitsback import CodingError
+    from vaekit.coding.files import write_container
 
     images = np.zeros((1, 1, 4, 4), np.uint8)
     with pytest.raises(CodingError, match="bad image names"):

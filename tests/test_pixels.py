@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from tests.conftest import synthetic_digits, tiny_model
+from vaekit.anomaly.scores import all_scores, png_bits
 from vaekit.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from vaekit.config import Config
 from vaekit.data.pixels import PIXEL_MODES, binarize_fixed, pixel_mode
 from vaekit.distributions import LIKELIHOODS
-from vaekit.uses.anomaly_scores import all_scores, png_bits
 
 
 def test_every_pixel_mode_names_a_registered_likelihood():

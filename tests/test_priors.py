@@ -9,12 +9,12 @@ import torch
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from tests.conftest import synthetic_digits
+from vaekit.coding.files import compress, decompress
 from vaekit.config import ModelConfig
 from vaekit.distributions import DiagonalGaussianMixture
 from vaekit.models import VAE
 from vaekit.objectives import elbo, importance_sampled_log_px
 from vaekit.priors import PRIORS, VampPrior
-from vaekit.uses.compression import compress, decompress
 
 
 def vamp_model(latent_dim=2, shape=(1, 8, 8), components=5, seed=0) -> VAE:
@@ -115,8 +115,8 @@ def test_a_learned_prior_goes_through_every_use(prior, tmp_path, npy_data):
     from vaekit.checkpoint import load_checkpoint
     from vaekit.data.splits import load_splits
     from vaekit.evaluation import evaluate
+    from vaekit.generation import interpolate_images, reconstruct_images, sample_images
     from vaekit.training import train
-    from vaekit.uses import interpolate_images, reconstruct_images, sample_images
 
     cfg = tiny_config(npy_data, pixels="static-binary", epochs=2)
     cfg.model.prior, cfg.model.prior_components = prior, 6
@@ -134,7 +134,7 @@ def test_a_learned_prior_goes_through_every_use(prior, tmp_path, npy_data):
 
 @pytest.mark.parametrize("prior", ["vamp", "mog"])
 def test_the_anomaly_detector_takes_a_learned_prior(prior):
-    from vaekit.uses.anomaly import AnomalyDetector
+    from vaekit.anomaly.detector import AnomalyDetector
 
     normal = synthetic_digits(200, 12)
     odd = (np.random.default_rng(1).random((10, 12, 12)) < 0.3).astype(np.uint8) * 255

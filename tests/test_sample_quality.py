@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from vaekit.data import load_dataset
-from vaekit.uses import sample_quality as sq
+from vaekit.generation import quality as sq
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from click.testing import CliRunner
 
 from tests.conftest import tiny_config
 from vaekit.cli import main
+from vaekit.generation.samplers import GMM_FILE, ExPostGMM
 from vaekit.training import train
-from vaekit.uses.samplers import GMM_FILE, ExPostGMM
 
 
 def test_mixture_finds_clusters_and_round_trips_through_json():
@@ -54,7 +54,7 @@ def test_mixture_is_fitted_where_the_encoder_puts_real_inputs(tmp_path):
 
     from vaekit.checkpoint import load_checkpoint
     from vaekit.data.splits import load_splits
-    from vaekit.uses.samplers import expost_gmm, gmm_needs_fit, posterior_means_of
+    from vaekit.generation.samplers import expost_gmm, gmm_needs_fit, posterior_means_of
 
     cfg = tiny_config("mnist", pixels="dynamic-binary", epochs=2)
     cfg.train.limit = 3000

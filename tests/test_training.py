@@ -33,7 +33,7 @@ def _config(npy_data, arch: str, epochs: int = 2):
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 def test_resume_continues_exactly(tmp_path, npy_data, monkeypatch, arch):
     full = train(_config(npy_data, arch, epochs=4), tmp_path / "full", progress=False)
-    import vaekit.training as training
+    import vaekit.training.epoch as training
 
     real_save = training.save_checkpoint
     calls = {"n": 0}
@@ -121,7 +121,7 @@ def test_weight_average_is_the_moving_average_of_the_optimizers_weights(tmp_path
 
 
 def test_resume_with_a_weight_average_continues_exactly(tmp_path, npy_data, monkeypatch):
-    import vaekit.training as training
+    import vaekit.training.epoch as training
 
     cfg = tiny_config(npy_data, epochs=3)
     cfg.train.ema = 0.9
@@ -345,7 +345,7 @@ class _FakeClock:
 
 
 def test_a_time_budget_paces_the_learning_rate_and_stops_before_overrunning(monkeypatch):
-    import vaekit.training as training
+    import vaekit.training.schedules as training
 
     clock = _FakeClock()
     monkeypatch.setattr(training, "_clock", clock)
@@ -369,7 +369,7 @@ def test_a_time_budget_paces_the_learning_rate_and_stops_before_overrunning(monk
 
 
 def test_a_budgeted_run_stops_early_with_its_learning_rate_decayed(tmp_path, npy_data, monkeypatch):
-    import vaekit.training as training
+    import vaekit.training.schedules as training
 
     monkeypatch.setattr(training, "_clock", _FakeClock(tick=1.0))
     cfg = tiny_config(npy_data, epochs=50)

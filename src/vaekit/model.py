@@ -1,5 +1,5 @@
-"""Kept so that `from vaekit.model import VAE` (the path before `vaekit.models`) still works."""
+"""Deprecated: the module moved (vaekit._deprecated.MOVED, CHANGELOG.md)."""
 
-from vaekit.models import VAE
+from vaekit._deprecated import redirect
 
-__all__ = ["VAE"]
+redirect(__name__)

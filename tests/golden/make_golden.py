@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from vaekit.checkpoint import TrainingState, save_checkpoint
+from vaekit.coding.files import compress
 from vaekit.config import Config, ModelConfig
-from vaekit.uses.compression import compress
 
 
 def images(n: int = 24, size: int = 8) -> np.ndarray:
@@ -51,7 +51,7 @@ def build(cfg: Config):
     try:
         from vaekit.models import build_model
     except ImportError:  # vaekit 0.1
-        from vaekit.model import VAE as build_model
+        from vaekit.models import VAE as build_model
     return build_model(cfg.model)
 
 

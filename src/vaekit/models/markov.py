@@ -5,7 +5,7 @@
 
 Each conditional is a diagonal Gaussian from a small network. Because q(z_{l+1} | z_l) does
 not look at x, a bits-back coder can interleave the levels: pop z_1, push x, pop z_2, push
-z_1, ... (`uses.bitsback`), so the bits a first image needs on the stack are those of one
+z_1, ... (`coding.bitsback`), so the bits a first image needs on the stack are those of one
 level, not of all of them. The price is a weaker posterior than the top-down family's
 (`hvae`), whose q(z_l | z_>l, x) sees x at every level and so cannot be interleaved.
 

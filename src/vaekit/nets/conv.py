@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# Exact coding (vaekit.uses.exact_arithmetic) runs these nets on 8 rows at a time on the CPU:
+# Exact coding (vaekit.coding.exact_arithmetic) runs these nets on 8 rows at a time on the CPU:
 # their float64 activations then stay in cache. A decoder of 32 channels ran 279 rows/s in
 # 8-row chunks and 79 in one pass over 800 rows, K=8 particles of a 100-image batch
 # (benchmarks/exact_floor.py, BENCHMARKS.md).

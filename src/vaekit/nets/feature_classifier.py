@@ -1,5 +1,5 @@
 """A small image classifier whose penultimate layer is the feature space of the sample
-quality metric (`vaekit.uses.sample_quality`): vaekit's offline stand-in for Inception.
+quality metric (`vaekit.generation.quality`): vaekit's offline stand-in for Inception.
 
 Three 3x3 convolutions (32, 64, 128 channels, batch-normalized, two 2x poolings) and global
 average pooling give 128 features for any image size; a linear layer classifies them. About

@@ -1,6 +1,13 @@
-"""The uses of a trained VAE: generation (here), compression and anomaly detection."""
+"""Deprecated: the uses moved to vaekit.generation, vaekit.coding and vaekit.anomaly."""
 
-from vaekit.uses.generation import interpolate_images, reconstruct_images, sample_images
-from vaekit.uses.images import save_grid
+import warnings
 
+from vaekit.generation import interpolate_images, reconstruct_images, sample_images, save_grid
+
+warnings.warn(
+    "vaekit.uses is split into vaekit.generation, vaekit.coding and vaekit.anomaly; "
+    "the old path goes in vaekit 0.8",
+    DeprecationWarning,
+    stacklevel=2,
+)
 __all__ = ["interpolate_images", "reconstruct_images", "sample_images", "save_grid"]

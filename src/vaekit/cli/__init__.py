@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 import torch
 
-from vaekit import distributed
+import vaekit.distributed as distributed
+from vaekit.anomaly.scores import DETECTOR_SCORES
 from vaekit.checkpoint import load_checkpoint
 from vaekit.config import PRESETS, apply_overrides, load_config_file, preset, replace
 from vaekit.data.pixels import PIXEL_MODES
@@ -18,9 +19,8 @@ from vaekit.data.sources import read_examples
 from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
 from vaekit.evaluation import CONTROL_K, evaluate, evaluate_sampled
+from vaekit.generation import interpolate_images, reconstruct_images, sample_images, save_grid
 from vaekit.training import train
-from vaekit.uses import interpolate_images, reconstruct_images, sample_images, save_grid
-from vaekit.uses.anomaly_scores import DETECTOR_SCORES
 
 # Ranges are checked by click before any work starts: a bad value is one line and exit 2.
 _POSITIVE = click.IntRange(min=1)
@@ -186,7 +186,7 @@ def _tensorboard_log(log_dir: str, cfg, run_dir: str):
     """The TensorBoard callback, with a few test images of the run's data to reconstruct."""
     from vaekit.checkpoint import checkpoint_config
     from vaekit.data.sources import load_dataset
-    from vaekit.tensorboard_log import TensorBoardLog
+    from vaekit.generation.tensorboard import TensorBoardLog
 
     cfg = cfg if cfg is not None else checkpoint_config(run_dir)
     if not distributed.world_from_env().is_main:
@@ -351,7 +351,7 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, sample, control_k
 @_friendly_errors
 def sample_cmd(run_dir, n, out, seed, temperature, sampler) -> None:
     """Images decoded from z ~ p(z), or from the ex-post mixture (--sampler gmm)."""
-    from vaekit.uses.samplers import expost_gmm, gmm_images, gmm_needs_fit
+    from vaekit.generation.samplers import expost_gmm, gmm_images, gmm_needs_fit
 
     model, cfg, _ = load_checkpoint(run_dir)
     try:
@@ -428,7 +428,7 @@ def interpolate_cmd(run_dir, steps, pairs, out, data_dir) -> None:
 def report_cmd(run_dir, out, k, quality_n, data_dir) -> None:
     """One self-contained HTML page: config, curves, evaluation, KL, samples, reconstructions,
     interpolations, traversals, a latent map and the generation metrics."""
-    from vaekit.uses.report import write_report
+    from vaekit.generation.report import write_report
 
     path = write_report(run_dir, out, data_dir, quality_n=quality_n, k=k, progress=True)
     click.echo(f"wrote {path}")
@@ -449,7 +449,7 @@ def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
     import math
 
     from vaekit.data.sources import load_dataset
-    from vaekit.uses.sample_quality import FEATURE_NETS, quality_table
+    from vaekit.generation.quality import FEATURE_NETS, quality_table
 
     if not math.isfinite(temperature) or temperature < 0:
         raise VaekitError(f"--temperature must be a finite number >= 0; got {temperature}")
@@ -502,7 +502,7 @@ def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
 @_friendly_errors
 def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only) -> None:
     """Losslessly compress an image set (IDX, .npy, image folder) by bits-back coding."""
-    from vaekit.uses.compression import compress_file
+    from vaekit.coding.files import compress_file
 
     model, _, _ = load_checkpoint(run_dir)
     res = compress_file(
@@ -541,7 +541,7 @@ def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only
 @_friendly_errors
 def decompress_cmd(run_dir, input_path, output) -> None:
     """Decode a .vkz file exactly, in the container it came from (IDX, .npy, image folder)."""
-    from vaekit.uses.compression import decompress_file
+    from vaekit.coding.files import decompress_file
 
     model, _, _ = load_checkpoint(run_dir)
     for note in decompress_file(model, input_path, output, progress=True):
@@ -570,7 +570,7 @@ _k_opt = click.option("--k", "k", type=_POSITIVE, help="Importance samples for s
 @_friendly_errors
 def score_cmd(run_dir, input_path, score, k, out) -> None:
     """Anomaly score (bits, higher = more anomalous) of every example in INPUT, as CSV."""
-    from vaekit.uses.anomaly import AnomalyDetector, write_scores
+    from vaekit.anomaly.detector import AnomalyDetector, write_scores
 
     det = AnomalyDetector.load(run_dir)
     det.progress = True  # the background model, fitted once for a plain run folder
@@ -611,7 +611,7 @@ def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score,
     """Flag anomalies in INPUT; writes flagged.csv, scores.csv and PNG grids of the extremes."""
     import numpy as np
 
-    from vaekit.uses.anomaly import AnomalyDetector, write_scores
+    from vaekit.anomaly.detector import AnomalyDetector, write_scores
 
     if (contamination is None) == (normal_path is None):
         raise VaekitError("give exactly one of --contamination P or --calibrate NORMAL_INPUT")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vaekit import distributed
+import vaekit.distributed as distributed
 from vaekit.models.base import ANALYTIC, LatentVariableModel
 from vaekit.objectives import importance_sampled_terms
 from vaekit.randomness import ExampleNoise, seeded

@@ -1,0 +1,1 @@
+"""Anomaly detection: surprise, its corrections and their calibrated combination."""
