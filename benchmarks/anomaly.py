@@ -44,7 +44,7 @@ from vaekit.data import load_dataset  # noqa: E402
 def score_all(det: AnomalyDetector, images: np.ndarray) -> dict[str, np.ndarray]:
     """Every score kind and the combined default, from one importance-sampling pass (the
     detector's own code path)."""
-    scores = det._every_kind(det._prepare(images, fitting=False))
+    scores = det.view_scores(images)
     scores["combined"] = combined_score(scores, det.reference_)
     return scores
 
@@ -176,7 +176,7 @@ def ood_with_runs(args) -> None:
     print(f"appended to {append_result('anomaly', row)}")
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pixels", default="dynamic-binary")
     ap.add_argument("--k", type=int, default=100)
@@ -196,35 +196,23 @@ def main() -> None:
     ap.add_argument("--corruptions", action="store_true", help="the corruption table only")
     ap.add_argument("--n", type=int, default=1000, help="test images per corruption")
     ap.add_argument("--fit-n", type=int, default=20000, help="training images (corruptions)")
-    args = ap.parse_args()
-    if args.corruptions:
-        corruption_table(args)
-        return
-    if args.mnist_run or args.fashion_run:
-        ood_with_runs(args)
-        return
-    torch.set_num_threads(args.threads)
-    mnist, fashion = load_dataset("mnist"), load_dataset("fashion-mnist")
+    return ap
 
-    def make():
-        return AnomalyDetector(
-            pixels=args.pixels,
-            k=args.k,
-            overrides=tuple(args.overrides),
-            intensity_epochs=args.intensity_epochs,
-        )
 
-    row: dict = {
-        "pixels": args.pixels,
-        "k": args.k,
-        "overrides": args.overrides,
-        "one_class": {},
-        "ood": {},
-    }
+def _detector(args) -> AnomalyDetector:
+    return AnomalyDetector(
+        pixels=args.pixels,
+        k=args.k,
+        overrides=tuple(args.overrides),
+        intensity_epochs=args.intensity_epochs,
+    )
 
+
+def _one_class(args, mnist, row: dict) -> AnomalyDetector:
+    """Each digit against the others (one-class MNIST), beside PyOD's VAE; the last detector."""
     for d in args.digits:
         t0 = time.perf_counter()
-        det = make().fit(mnist.train[mnist.train_labels == d])
+        det = _detector(args).fit(mnist.train[mnist.train_labels == d])
         fit_s = time.perf_counter() - t0
         is_anomaly = mnist.test_labels != d
         t0 = time.perf_counter()
@@ -255,27 +243,48 @@ def main() -> None:
         row["pyod_fit_seconds_mean"] = float(np.mean([r["pyod_fit_seconds"] for r in oc]))
         row["vaekit_fit_seconds_mean"] = float(np.mean([r["fit_seconds"] for r in oc]))
     print("one-class mean:", json.dumps(row["one_class_mean"]))
-    row["default_score"] = det._score_kind()  # what the default score_kind="auto" picks
+    return det
 
+
+def _ood(args, mnist, fashion, row: dict) -> None:
+    """MNIST against Fashion-MNIST and the reverse, a detector fitted on each."""
+    for name, inlier, outlier in (
+        ("mnist->fashion", mnist, fashion),
+        ("fashion->mnist", fashion, mnist),
+    ):
+        t0 = time.perf_counter()
+        det = _detector(args).fit(inlier.train)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s_in, s_out = score_all(det, inlier.test), score_all(det, outlier.test)
+        score_s = time.perf_counter() - t0
+        labels = np.r_[np.zeros(len(inlier.test)), np.ones(len(outlier.test))]
+        res = {s: float(roc_auc_score(labels, np.r_[s_in[s], s_out[s]])) for s in s_in}
+        row["ood"][name] = {"auroc": res, "fit_seconds": fit_s, "score_seconds_20k_images": score_s}
+        print(f"OOD {name}: " + "  ".join(f"{k} {v:.4f}" for k, v in res.items()), flush=True)
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.corruptions:
+        corruption_table(args)
+        return
+    if args.mnist_run or args.fashion_run:
+        ood_with_runs(args)
+        return
+    torch.set_num_threads(args.threads)
+    mnist, fashion = load_dataset("mnist"), load_dataset("fashion-mnist")
+    row: dict = {
+        "pixels": args.pixels,
+        "k": args.k,
+        "overrides": args.overrides,
+        "one_class": {},
+        "ood": {},
+    }
+    det = _one_class(args, mnist, row)
+    row["default_score"] = det._score_kind()  # what the default score_kind="auto" picks
     if not args.no_ood:
-        for name, inlier, outlier in (
-            ("mnist->fashion", mnist, fashion),
-            ("fashion->mnist", fashion, mnist),
-        ):
-            t0 = time.perf_counter()
-            det = make().fit(inlier.train)
-            fit_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            s_in, s_out = score_all(det, inlier.test), score_all(det, outlier.test)
-            score_s = time.perf_counter() - t0
-            labels = np.r_[np.zeros(len(inlier.test)), np.ones(len(outlier.test))]
-            res = {s: float(roc_auc_score(labels, np.r_[s_in[s], s_out[s]])) for s in s_in}
-            row["ood"][name] = {
-                "auroc": res,
-                "fit_seconds": fit_s,
-                "score_seconds_20k_images": score_s,
-            }
-            print(f"OOD {name}: " + "  ".join(f"{k} {v:.4f}" for k, v in res.items()), flush=True)
+        _ood(args, mnist, fashion, row)
     row.update(machine=machine(), command=command(), date=now())
     print(f"appended to {append_result('anomaly', row)}")
 

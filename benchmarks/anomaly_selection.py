@@ -48,7 +48,7 @@ from common import append_result, command, git_commit, machine, now  # noqa: E40
 from vaekit import AnomalyDetector  # noqa: E402
 from vaekit.anomaly.calibration import combined_score, fit_reference  # noqa: E402
 from vaekit.anomaly.detector import REFERENCE_IMAGES  # noqa: E402
-from vaekit.anomaly.scores import COMBINED_VIEWS, UPPER_TAILED  # noqa: E402
+from vaekit.anomaly.scores import combined_views, upper_tailed  # noqa: E402
 from vaekit.data import load_dataset  # noqa: E402
 
 OUT = Path(__file__).parent / "out" / "anomaly_selection"
@@ -62,9 +62,9 @@ FISHER = {
     "fisher-ratio-local": (("ratio", "local", "local-ink"), ("ratio", "local-ink")),
 }
 # Views, Fisher's method within each and the smallest p across: (views, upper-tailed kinds).
-# "views" is today's default (COMBINED_VIEWS); "tippett" makes every kind its own view.
+# "views" is today's default (combined_views()); "tippett" makes every kind its own view.
 VIEWS = {
-    "views": (COMBINED_VIEWS, UPPER_TAILED),
+    "views": (combined_views(), upper_tailed()),
     "views-cr": ((("complexity", "ratio"), ("local", "local-ink")), _UPPER),
     "views-r": ((("ratio",), ("local", "local-ink")), _UPPER),
     "views-sr": ((("surprise", "ratio"), ("local", "local-ink")), _UPPER),
@@ -77,7 +77,7 @@ SHOWN = ("fisher-5", "fisher-ratio-local", "views", "views-cr", "views-r", "tipp
 
 
 def _kinds(det: AnomalyDetector, images: np.ndarray) -> dict[str, np.ndarray]:
-    return det._every_kind(det._prepare(images, fitting=False))
+    return det.view_scores(images)
 
 
 def _reference_images(images: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -138,7 +138,7 @@ def _scorer(name: str, reference: dict[str, np.ndarray]):
     if name in VIEWS:
         ref = fit_reference(reference, upper=VIEWS[name][1], views=VIEWS[name][0])
     elif name in WEIGHTED:
-        ref = fit_reference(reference, UPPER_TAILED, COMBINED_VIEWS, weights=WEIGHTED[name])
+        ref = fit_reference(reference, upper_tailed(), combined_views(), weights=WEIGHTED[name])
     else:
         kinds, upper = FISHER[name]
         ref = fit_reference({k: reference[k] for k in kinds}, upper=upper)

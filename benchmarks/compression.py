@@ -147,7 +147,7 @@ def training_record(run: Path) -> dict | None:
     }
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model-8bit", help="run folder [trains the mlp-8bit preset]")
     ap.add_argument("--model-binary", help="run folder [trains the mlp preset]")
@@ -182,71 +182,85 @@ def main() -> None:
     )
     ap.add_argument("--no-generic", action="store_true", help="skip the generic coders")
     ap.add_argument("--note", help="a remark stored with the row (what the run is for)")
-    args = ap.parse_args()
+    return ap
+
+
+def _float_rows(model, images, vk: dict, weighted: dict) -> dict:
+    """The float coder's rows beside the exact ones, each compared in one printed line."""
+    floated = {"1": vaekit_row(model, images, 0, 0, 1, "float")}
+    for k in weighted:
+        floated[str(k)] = vaekit_row(model, images, 0, 0, k, "float")
+    for k, f in floated.items():
+        e = vk if k == "1" else weighted[int(k)]
+        print(
+            f"  K={k}: exact {e['bits_per_dim']:.5f} vs float {f['bits_per_dim']:.5f} "
+            f"bits/dim (exact - float {e['bits_per_dim'] - f['bits_per_dim']:+.5f}); "
+            f"compress {e['compress_images_per_s']:.0f} vs {f['compress_images_per_s']:.0f}"
+            f" img/s, decompress {e['decompress_images_per_s']:.0f} vs "
+            f"{f['decompress_images_per_s']:.0f} img/s"
+        )
+    return floated
+
+
+def _print_kind(kind: str, images, vk: dict, weighted: dict, gen: dict) -> None:
+    for k, w in weighted.items():
+        print(
+            f"  importance-weighted bits-back, K={k}: {w['bits_per_dim']:.4f} bits/dim "
+            f"(plain {vk['bits_per_dim']:.4f}); compress {w['compress_images_per_s']:.0f} "
+            f"img/s, decompress {w['decompress_images_per_s']:.0f} img/s"
+        )
+    print(f"\n{kind} MNIST test ({len(images)} images), bits/dim:")
+    lp = vk["neg_log_px_bits_per_dim"]
+    lp_text = f"{lp:.4f} [{vk['log_px_estimator']}]" if lp is not None else "not estimated"
+    print(
+        f"  vaekit bits-back ANS      {vk['bits_per_dim']:.4f}  (model -ELBO "
+        f"{vk['neg_elbo_bits_per_dim']:.4f}, -log p(x) {lp_text})  compress "
+        f"{vk['compress_images_per_s']:.0f} img/s, "
+        f"decompress {vk['decompress_images_per_s']:.0f} img/s"
+    )
+    for name, v in sorted(gen.items(), key=lambda kv: kv[1]):
+        print(f"  {name:<24s} {v:.4f}   (vaekit is {v / vk['bits_per_dim']:.2f}x smaller)")
+
+
+def _code_kind(args, kind: str, run: str, images) -> dict:
+    """Every coder's result on one kind of data (8bit or binary)."""
+    if run in ("mlp-8bit", "mlp"):
+        run = trained(run, args.threads)
+    model, cfg, _ = load_checkpoint(run, map_location=args.device)
+    payload = images.tobytes() if kind == "8bit" else np.packbits(images).tobytes()
+    gen = {}
+    if not args.no_generic:
+        gen = generic_rows(images[:, 0] * (255 if kind == "binary" else 1), payload, True)
+    ideal_n = min(args.ideal_n, len(images))
+    vk = vaekit_row(model, images, args.ideal_k, ideal_n)
+    weighted = {
+        k: vaekit_row(model, images, args.ideal_k, ideal_n, k) for k in args.particles if k > 1
+    }
+    floated = _float_rows(model, images, vk, weighted) if args.compare_float else {}
+    _print_kind(kind, images, vk, weighted, gen)
+    return {
+        "vaekit": vk,
+        "vaekit_importance_weighted": {str(k): w for k, w in weighted.items()},
+        "vaekit_float_arithmetic": floated,
+        "generic": gen,
+        "model": str(run),
+        "model_config": cfg.to_dict(),
+        "model_training": training_record(Path(run)),
+    }
+
+
+def main() -> None:
+    args = _parser().parse_args()
     torch.set_num_threads(args.threads)
     test = load_dataset("mnist").test[: args.n]  # (N, 1, 28, 28) uint8
     binary = binarize_fixed(torch.from_numpy(test), seed=1).numpy()  # the fixed test binarization
-
     results = {}
     for kind, run, images in (
         ("8bit", args.model_8bit or "mlp-8bit", test),
         ("binary", args.model_binary or "mlp", binary),
     ):
-        if kind not in args.kinds:
-            continue
-        if run in ("mlp-8bit", "mlp"):
-            run = trained(run, args.threads)
-        model, cfg, _ = load_checkpoint(run, map_location=args.device)
-        payload = images.tobytes() if kind == "8bit" else np.packbits(images).tobytes()
-        gen = {}
-        if not args.no_generic:
-            gen = generic_rows(images[:, 0] * (255 if kind == "binary" else 1), payload, True)
-        vk = vaekit_row(model, images, args.ideal_k, min(args.ideal_n, len(images)))
-        weighted = {
-            k: vaekit_row(model, images, args.ideal_k, min(args.ideal_n, len(images)), k)
-            for k in args.particles
-            if k > 1
-        }
-        floated = {}
-        if args.compare_float:
-            floated = {"1": vaekit_row(model, images, 0, 0, 1, "float")}
-            for k in weighted:
-                floated[str(k)] = vaekit_row(model, images, 0, 0, k, "float")
-            for k, f in floated.items():
-                e = vk if k == "1" else weighted[int(k)]
-                print(
-                    f"  K={k}: exact {e['bits_per_dim']:.5f} vs float {f['bits_per_dim']:.5f} "
-                    f"bits/dim (exact - float {e['bits_per_dim'] - f['bits_per_dim']:+.5f}); "
-                    f"compress {e['compress_images_per_s']:.0f} vs {f['compress_images_per_s']:.0f}"
-                    f" img/s, decompress {e['decompress_images_per_s']:.0f} vs "
-                    f"{f['decompress_images_per_s']:.0f} img/s"
-                )
-        for k, w in weighted.items():
-            print(
-                f"  importance-weighted bits-back, K={k}: {w['bits_per_dim']:.4f} bits/dim "
-                f"(plain {vk['bits_per_dim']:.4f}); compress {w['compress_images_per_s']:.0f} "
-                f"img/s, decompress {w['decompress_images_per_s']:.0f} img/s"
-            )
-        results[kind] = {
-            "vaekit": vk,
-            "vaekit_importance_weighted": {str(k): w for k, w in weighted.items()},
-            "vaekit_float_arithmetic": floated,
-            "generic": gen,
-            "model": str(run),
-            "model_config": cfg.to_dict(),
-            "model_training": training_record(Path(run)),
-        }
-        print(f"\n{kind} MNIST test ({len(images)} images), bits/dim:")
-        lp = vk["neg_log_px_bits_per_dim"]
-        lp_text = f"{lp:.4f} [{vk['log_px_estimator']}]" if lp is not None else "not estimated"
-        print(
-            f"  vaekit bits-back ANS      {vk['bits_per_dim']:.4f}  (model -ELBO "
-            f"{vk['neg_elbo_bits_per_dim']:.4f}, -log p(x) {lp_text})  compress "
-            f"{vk['compress_images_per_s']:.0f} img/s, "
-            f"decompress {vk['decompress_images_per_s']:.0f} img/s"
-        )
-        for name, v in sorted(gen.items(), key=lambda kv: kv[1]):
-            print(f"  {name:<24s} {v:.4f}   (vaekit is {v / vk['bits_per_dim']:.2f}x smaller)")
+        if kind in args.kinds:
+            results[kind] = _code_kind(args, kind, run, images)
     row = {
         "n": len(test),
         "device": args.device,

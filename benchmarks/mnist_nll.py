@@ -45,7 +45,7 @@ from vaekit.data.splits import load_splits  # noqa: E402
 from vaekit.evaluation import CONTROL_K, evaluate_sampled  # noqa: E402
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--presets", nargs="+", default=["mlp"])
     ap.add_argument("--k", type=int, default=5000)
@@ -78,113 +78,130 @@ def main() -> None:
     )
     ap.add_argument("--decode-batch", type=int, help="latents decoded at once when evaluating")
     ap.add_argument("--run", type=Path, help="evaluate this trained run instead of training")
-    args = ap.parse_args()
+    return ap
+
+
+def _train_preset(args, name: str) -> tuple[Path, float | None, float]:
+    """Train preset `name` as the arguments say; returns the run, its budget and seconds."""
+    from vaekit.config import apply_overrides
+
+    cfg = apply_overrides(preset(name), args.overrides)
+    cfg.model.pixels = "dynamic-binary"
+    cfg.train.threads = args.threads
+    cfg.train.device = args.device
+    if args.epochs:
+        cfg.train.epochs = args.epochs
+    run = Path(args.out) / f"mnist-{name}-{int(time.time())}"
+    budget_s = None
+    if args.train_seconds:
+        cfg.train.epochs = _epochs_within(
+            cfg, args.train_seconds, run.with_name(run.name + "-probe")
+        )
+        budget_s = args.train_seconds
+    t0 = time.perf_counter()
+    train(cfg, run, progress=True)
+    return run, budget_s, time.perf_counter() - t0
+
+
+def _evaluate_run(args, run: Path, start: float):
+    """The run's model and config, its evaluation, the full-set ELBO pass where log p(x)
+    took a subset (or None), the images IS saw, and the evaluation's seconds."""
+    device = torch.device(args.device)
+    model, cfg, _ = load_checkpoint(run, map_location=args.device)
+    if device.type == "cpu":
+        # oneDNN's preferred layout: a conv model's K=5000 passes run faster on a CPU
+        model.to(memory_format=torch.channels_last)
+    test = load_splits(cfg, device).test
+    full = None
+    if args.total_seconds:
+        # the K=0 pass over all images and the timing take about a tenth of the rest
+        left = args.total_seconds - (time.perf_counter() - start)
+        args.eval_seconds = max(1.0, 0.9 * left - 15)
+    if args.eval_seconds:
+        args.eval_images = _images_within(model, test, args.k, args.eval_seconds, args.decode_batch)
+    t1 = time.perf_counter()
+    if args.eval_sample:
+        res = evaluate_sampled(
+            model,
+            test,
+            args.k,
+            args.eval_sample,
+            args.sample_seed,
+            args.control_samples,
+            progress=True,
+            max_batch=args.decode_batch,
+            control_k=args.control_k,
+        )
+    else:
+        if args.eval_images and args.eval_images < len(test):
+            full = evaluate(model, test, k=0, batch_size=500, progress=True)
+            test = test[: args.eval_images]
+        res = evaluate(
+            model, test, k=args.k, batch_size=100, progress=True, max_batch=args.decode_batch
+        )
+    return model, cfg, res, full, len(test), time.perf_counter() - t1
+
+
+def _row(args, name, run, cfg, model, res, full, n_test, budget_s, train_s, eval_s) -> dict:
+    metrics = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    sampled = res.get("sampled")
+    cuda = args.device == "cuda"
+    return {
+        "preset": name,
+        "run": None if name else str(run),
+        "config": cfg.to_dict(),
+        "log_px": res["log_px"],
+        "k": args.k,
+        "eval_images": sampled["images"] if sampled else n_test,
+        "log_px_estimator": res["estimators"]["log_px"]
+        + ("" if sampled or full is None else f" (the first {n_test} test images)"),
+        "sampled": sampled,
+        "elbo_all_test": res["elbo"] if sampled else None if full is None else full["elbo"],
+        "log_px_stderr": res.get("log_px_stderr"),
+        "train_budget_s": budget_s or cfg.train.time_budget_s,
+        "elbo": res["elbo"],
+        "reconstruction": res["reconstruction"],
+        "kl": res["kl"],
+        "kl_estimator": res["estimators"]["kl"],
+        "jensen_gap": res["jensen_gap"],
+        "bits_per_dim": res["bits_per_dim"],
+        "active_units": res["active_units"],
+        "latent_dim": res["latent_dim"],
+        "groups": res.get("groups"),
+        "train_seconds": train_s,
+        # the epochs' own training time (per-epoch monitor and checkpoints excluded)
+        "train_seconds_in_metrics": sum(m["train_seconds"] for m in metrics),
+        "trained_on": cfg.train.device,
+        "eval_seconds": eval_s,
+        "images_per_s": sum(m["images_per_s"] for m in metrics) / len(metrics),
+        "epochs": len(metrics),  # a time budget (train.time_budget_s) may stop early
+        "epochs_allowed": cfg.train.epochs,
+        # the run's wall time, steps and per-epoch monitor (rows written since session 15)
+        "elapsed_seconds_in_metrics": metrics[-1].get("elapsed_seconds"),
+        "device": args.device,
+        "decode_batch": args.decode_batch or model.decode_batch_limit,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32 if cuda else None,
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32 if cuda else None,
+        "machine": machine(),
+        "command": command(),
+        "date": now(),
+    }
+
+
+def main() -> None:
+    args = _parser().parse_args()
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
         # fixed shapes throughout: cuDNN's timed choice of kernels pays off
         torch.backends.cudnn.benchmark = True
-    from vaekit.config import apply_overrides
-
     jobs = [(None, args.run)] if args.run else [(name, None) for name in args.presets]
     for name, run in jobs:
         budget_s = train_s = None
         if run is None:
-            cfg = apply_overrides(preset(name), args.overrides)
-            cfg.model.pixels = "dynamic-binary"
-            cfg.train.threads = args.threads
-            cfg.train.device = args.device
-            if args.epochs:
-                cfg.train.epochs = args.epochs
-            run = Path(args.out) / f"mnist-{name}-{int(time.time())}"
-            if args.train_seconds:
-                cfg.train.epochs = _epochs_within(
-                    cfg, args.train_seconds, run.with_name(run.name + "-probe")
-                )
-                budget_s = args.train_seconds
-            t0 = time.perf_counter()
-            train(cfg, run, progress=True)
-            train_s = time.perf_counter() - t0
-        device = torch.device(args.device)
-        model, cfg, _ = load_checkpoint(run, map_location=args.device)
-        if device.type == "cpu":
-            # oneDNN's preferred layout: a conv model's K=5000 passes run faster on a CPU
-            model.to(memory_format=torch.channels_last)
-        splits = load_splits(cfg, device)
-        test = splits.test
-        full = None
-        if args.total_seconds:
-            # the K=0 pass over all images and the timing take about a tenth of the rest
-            left = args.total_seconds - (time.perf_counter() - start)
-            args.eval_seconds = max(1.0, 0.9 * left - 15)
-        if args.eval_seconds:
-            args.eval_images = _images_within(
-                model, test, args.k, args.eval_seconds, args.decode_batch
-            )
-        sampled = None
-        t1 = time.perf_counter()
-        if args.eval_sample:
-            res = evaluate_sampled(
-                model,
-                test,
-                args.k,
-                args.eval_sample,
-                args.sample_seed,
-                args.control_samples,
-                progress=True,
-                max_batch=args.decode_batch,
-                control_k=args.control_k,
-            )
-            sampled = res["sampled"]
-        else:
-            if args.eval_images and args.eval_images < len(test):
-                full = evaluate(model, test, k=0, batch_size=500, progress=True)
-                test = test[: args.eval_images]
-            res = evaluate(
-                model, test, k=args.k, batch_size=100, progress=True, max_batch=args.decode_batch
-            )
-        eval_s = time.perf_counter() - t1
-        metrics = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
-        row = {
-            "preset": name,
-            "run": None if name else str(run),
-            "config": cfg.to_dict(),
-            "log_px": res["log_px"],
-            "k": args.k,
-            "eval_images": sampled["images"] if sampled else len(test),
-            "log_px_estimator": res["estimators"]["log_px"]
-            + ("" if sampled or full is None else f" (the first {len(test)} test images)"),
-            "sampled": sampled,
-            "elbo_all_test": res["elbo"] if sampled else None if full is None else full["elbo"],
-            "log_px_stderr": res.get("log_px_stderr"),
-            "train_budget_s": budget_s or cfg.train.time_budget_s,
-            "elbo": res["elbo"],
-            "reconstruction": res["reconstruction"],
-            "kl": res["kl"],
-            "kl_estimator": res["estimators"]["kl"],
-            "jensen_gap": res["jensen_gap"],
-            "bits_per_dim": res["bits_per_dim"],
-            "active_units": res["active_units"],
-            "latent_dim": res["latent_dim"],
-            "groups": res.get("groups"),
-            "train_seconds": train_s,
-            # the epochs' own training time (per-epoch monitor and checkpoints excluded)
-            "train_seconds_in_metrics": sum(m["train_seconds"] for m in metrics),
-            "trained_on": cfg.train.device,
-            "eval_seconds": eval_s,
-            "images_per_s": sum(m["images_per_s"] for m in metrics) / len(metrics),
-            "epochs": len(metrics),  # a time budget (train.time_budget_s) may stop early
-            "epochs_allowed": cfg.train.epochs,
-            # the run's wall time, steps and per-epoch monitor (rows written since session 15)
-            "elapsed_seconds_in_metrics": metrics[-1].get("elapsed_seconds"),
-            "device": args.device,
-            "decode_batch": args.decode_batch or model.decode_batch_limit,
-            "cudnn_tf32": torch.backends.cudnn.allow_tf32 if args.device == "cuda" else None,
-            "matmul_tf32": torch.backends.cuda.matmul.allow_tf32 if args.device == "cuda" else None,
-            "machine": machine(),
-            "command": command(),
-            "date": now(),
-        }
+            run, budget_s, train_s = _train_preset(args, name)
+        model, cfg, res, full, n_test, eval_s = _evaluate_run(args, run, start)
+        row = _row(args, name, run, cfg, model, res, full, n_test, budget_s, train_s, eval_s)
         path = append_result("mnist_nll", row)
         print(json.dumps({k: v for k, v in row.items() if k != "config"}, indent=1))
         print(f"appended to {path}")

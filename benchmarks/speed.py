@@ -241,7 +241,7 @@ def peak_only(args, device: torch.device, train_dtype: torch.dtype, row: dict) -
     print(f"appended to {append_result('speed', row)}")
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
@@ -255,7 +255,57 @@ def main() -> None:
         help="only item 4: images/s and fraction of the matmul peak of these presets "
         "(4 epochs each, in one run), e.g. --peak-presets mlp hvae",
     )
-    args = ap.parse_args()
+    return ap
+
+
+def _vaekit_rows(args, device, train_dtype, ref: dict, test01, out: Path, row: dict) -> None:
+    """Items 1 and 2: vaekit's presets timed, to the reference's target loss and per image."""
+    common = [f"device={device.type}", f"threads={args.threads}"]
+    test_dev = test01.view(-1, 1, 28, 28).to(device)
+    fast = row["vaekit_fast"] = run_vaekit("fast", common, out, test_dev, ref["target_loss"])
+    fast32 = row["vaekit_fast_float32"] = run_vaekit(
+        "fast",
+        [*common, "cpu_bf16=false", "bf16=false"],
+        out,
+        test_dev,
+        ref["target_loss"],
+        "fast-fp32",
+    )
+    for res in (fast, fast32):
+        if res["seconds_to_target"]:
+            res["speedup_to_target"] = ref["seconds_to_target"] / res["seconds_to_target"]
+    probe = PeakProbe(device, train_dtype)
+    mlp = row["vaekit_mlp"] = run_vaekit("mlp", [*common, "epochs=4"], out, probe=probe)
+    model = load_checkpoint(out / "mlp")[0]
+    mlp["flops_per_image"] = mlp_flops_per_image(model)
+    mlp.update(paired_fraction(mlp["flops_per_image"], mlp["images_per_s_per_epoch"], probe))
+    print(f"vaekit mlp: {mlp['peak_fraction']:.1%} of the {train_dtype} matmul peak")
+    # Convolutions on a 2-core CPU take minutes per epoch: time a tenth of the data there.
+    conv_limit = ["limit=6000"] if device.type == "cpu" else []
+    row["vaekit_conv"] = run_vaekit("conv", [*common, "epochs=2", *conv_limit], out)
+    for key in ("vaekit_fast", "vaekit_fast_float32", "vaekit_mlp", "vaekit_conv"):
+        row[key]["throughput_ratio_vs_reference"] = row[key]["images_per_s"] / ref["images_per_s"]
+
+
+def _evaluation_row(args, device, ds, out: Path) -> dict:
+    """Item 3: the time of log p(x) with K samples over the test set."""
+    run = Path(args.eval_run) if args.eval_run else out / "mlp"
+    model, cfg, _ = load_checkpoint(run, map_location=str(device))
+    test = prepare_split(torch.from_numpy(ds.test), "dynamic-binary", train=False)
+    _sync(device)
+    t0 = time.perf_counter()
+    res = evaluate(model, test, k=args.eval_k, batch_size=100)
+    _sync(device)
+    return {
+        "k": args.eval_k,
+        "seconds": time.perf_counter() - t0,
+        "log_px": res["log_px"],
+        "model": str(run) if args.eval_run else "the 4-epoch mlp run above (time only)",
+    }
+
+
+def main() -> None:
+    args = _parser().parse_args()
     torch.set_num_threads(args.threads)  # flush-to-zero is already on: importing vaekit sets it
     device = resolve_device(args.device)
     ds = load_dataset("mnist")
@@ -270,11 +320,9 @@ def main() -> None:
     # float32 on CPUs and (vaekit) bf16 autocast on CUDA.
     train_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     row["peak_dtype"] = str(train_dtype)
-
     if args.peak_presets:
         peak_only(args, device, train_dtype, row)
         return
-
     ref = row["reference"] = run_reference(
         args,
         device,
@@ -282,52 +330,11 @@ def main() -> None:
         test01,
         PeakProbe(device, torch.float32, row["matmul_peak_gflops"]["float32"]),
     )
-
-    common = [f"device={device.type}", f"threads={args.threads}"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        test_dev = test01.view(-1, 1, 28, 28).to(device)
-        fast = row["vaekit_fast"] = run_vaekit("fast", common, out, test_dev, ref["target_loss"])
-        fast32 = row["vaekit_fast_float32"] = run_vaekit(
-            "fast",
-            [*common, "cpu_bf16=false", "bf16=false"],
-            out,
-            test_dev,
-            ref["target_loss"],
-            "fast-fp32",
-        )
-        for res in (fast, fast32):
-            if res["seconds_to_target"]:
-                res["speedup_to_target"] = ref["seconds_to_target"] / res["seconds_to_target"]
-        probe = PeakProbe(device, train_dtype)
-        mlp = row["vaekit_mlp"] = run_vaekit("mlp", [*common, "epochs=4"], out, probe=probe)
-        model = load_checkpoint(out / "mlp")[0]
-        mlp["flops_per_image"] = mlp_flops_per_image(model)
-        mlp.update(paired_fraction(mlp["flops_per_image"], mlp["images_per_s_per_epoch"], probe))
-        print(f"vaekit mlp: {mlp['peak_fraction']:.1%} of the {train_dtype} matmul peak")
-        # Convolutions on a 2-core CPU take minutes per epoch: time a tenth of the data there.
-        conv_limit = ["limit=6000"] if device.type == "cpu" else []
-        row["vaekit_conv"] = run_vaekit("conv", [*common, "epochs=2", *conv_limit], out)
-        for key in ("vaekit_fast", "vaekit_fast_float32", "vaekit_mlp", "vaekit_conv"):
-            row[key]["throughput_ratio_vs_reference"] = (
-                row[key]["images_per_s"] / ref["images_per_s"]
-            )
-
-        # 3. evaluation time for log p(x) with K samples over the test set
+        _vaekit_rows(args, device, train_dtype, ref, test01, out, row)
         if not args.skip_eval:
-            run = Path(args.eval_run) if args.eval_run else out / "mlp"
-            model, cfg, _ = load_checkpoint(run, map_location=str(device))
-            test = prepare_split(torch.from_numpy(ds.test), "dynamic-binary", train=False)
-            _sync(device)
-            t0 = time.perf_counter()
-            res = evaluate(model, test, k=args.eval_k, batch_size=100)
-            _sync(device)
-            row["evaluation"] = {
-                "k": args.eval_k,
-                "seconds": time.perf_counter() - t0,
-                "log_px": res["log_px"],
-                "model": str(run) if args.eval_run else "the 4-epoch mlp run above (time only)",
-            }
+            row["evaluation"] = _evaluation_row(args, device, ds, out)
             print(f"evaluation: {row['evaluation']}")
     row.update(machine=machine(), command=command(), date=now())
     print(f"appended to {append_result('speed', row)}")

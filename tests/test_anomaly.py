@@ -84,7 +84,7 @@ def test_planted_image_outliers_all_scores(tmp_path):
     background_bits = -local_log_prob(det.background_, values.float()).numpy() / np.log(2)
     assert np.allclose(det.anomaly_score(test, "ratio"), surprise - background_bits, atol=1e-3)
     # The default combines every kind's calibrated tail probability (`uses.calibration`).
-    every = det._every_kind(det._prepare(test, fitting=False))
+    every = det.view_scores(test)
     assert set(every) >= {"surprise", "ratio", "complexity", "local", "local-ink"}
     assert np.allclose(det.anomaly_score(test), combined_score(every, det.reference_))
     assert roc_auc_score(labels, det.anomaly_score(test)) > 0.95
@@ -180,36 +180,52 @@ def test_score_and_detect_cli(tmp_path):
     assert res.exit_code != 0
 
 
-def test_plain_training_run_gets_a_background_from_its_own_data(tmp_path, npy_data, monkeypatch):
+def test_a_plain_run_scores_without_writing_and_keeps_its_parts_only_when_asked(
+    tmp_path, npy_data, monkeypatch
+):
     """`vaekit score` on a `vaekit train` run (no detector.json) fits the local models and the
-    combined score's reference on the run's training data once, deterministically, and keeps
-    them there."""
+    combined score's reference on the run's training data in memory and writes nothing into
+    the run folder (a read-only folder scores); `fit_parts` and `keep_parts` (`vaekit
+    fit-scores`) keep them there, and later loads read them back without fitting again."""
     from tests.conftest import tiny_config
+    from vaekit import fileio
     from vaekit.training import train
 
     run = train(tiny_config(npy_data, epochs=1), tmp_path / "run", progress=False)
+    before = sorted(p.name for p in run.iterdir())
     test = synthetic_digits(30, 12, seed=3)
+
+    def no_writes(*args, **kwargs):
+        raise PermissionError("read-only run folder")
+
+    monkeypatch.setattr(fileio, "atomic_path", no_writes)
     a = AnomalyDetector.load(run)
     assert a.background_ is None  # nothing fitted until the ratio is asked for
-    scores = a.anomaly_score(test, "ratio")
-    assert a.background_ is not None and np.isfinite(scores).all()
-    assert (run / "background.safetensors").exists() and (run / "background.json").exists()
-    b = AnomalyDetector.load(run)  # fitted once: later loads read it back, no refit
-    assert b.background_ is not None
+    ratio = a.anomaly_score(test, "ratio")
+    assert a.background_ is not None and np.isfinite(ratio).all()
+    combined = a.anomaly_score(test)  # auto: combined, which also needs the intensity model
+    assert np.isfinite(combined).all()
+    assert sorted(p.name for p in run.iterdir()) == before
+    monkeypatch.undo()
+
+    b = AnomalyDetector.load(run)
+    assert b.fit_parts() == ["background", "intensity", "reference"]
+    written = {p.name for p in b.keep_parts()}
+    assert written == {
+        "background.safetensors", "background.json", "intensity.safetensors",
+        "intensity.json", "score_reference.json",
+    }
     import vaekit.anomaly.detector as anomaly_module
 
     def refit(*args, **kwargs):
-        raise AssertionError("the background was fitted again")
+        raise AssertionError("a kept part was fitted again")
 
     monkeypatch.setattr(anomaly_module, "fit_local_model", refit)
-    assert np.allclose(b.anomaly_score(test, "ratio"), scores)
-    monkeypatch.undo()
-    combined = b.anomaly_score(test)  # auto: combined, which also needs the intensity model
-    for name in ("intensity.safetensors", "intensity.json", "score_reference.json"):
-        assert (run / name).exists(), name
-    c = AnomalyDetector.load(run)
-    monkeypatch.setattr(anomaly_module, "fit_local_model", refit)
     monkeypatch.setattr(anomaly_module, "fit_reference", refit)
+    c = AnomalyDetector.load(run)
+    assert c.fit_parts() == []
+    # in memory or kept, the same deterministic fit gives the same scores
+    assert np.allclose(c.anomaly_score(test, "ratio"), ratio)
     assert np.allclose(c.anomaly_score(test), combined)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.test_hierarchical import binary_images, hvae
-from vaekit.coding import bitsback
+from vaekit.coding import bitsback, latents
 from vaekit.coding.files import compress, decompress
 from vaekit.config import ModelConfig
 from vaekit.models import MarkovHierarchy
@@ -83,7 +83,7 @@ def _initial_bits(model, code_batch) -> int:
     with torch.no_grad():
         code_batch(
             model,
-            bitsback.LatentCoder(bitsback.LATENT_BITS),
+            latents.LatentCoder(latents.LATENT_BITS),
             coder,
             image,
             torch.from_numpy(image).float(),

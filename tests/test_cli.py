@@ -183,7 +183,7 @@ def test_compress_by_default_adds_no_importance_sampling_pass(mnist_run, tmp_pat
     import numpy as np
     import torch
 
-    import vaekit.evaluation as evaluation
+    import vaekit.evaluation.estimators as evaluation
     from vaekit.data import load_dataset
     from vaekit.data.pixels import binarize_fixed
 

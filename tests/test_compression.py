@@ -21,6 +21,7 @@ from vaekit.coding.files import (
     decompress_file,
     read_header,
 )
+from vaekit.coding.pixels import pixel_coder
 from vaekit.data import idx_bytes, load_dataset
 from vaekit.data.pixels import binarize_fixed
 from vaekit.evaluation import evaluate
@@ -155,10 +156,10 @@ def test_pixel_bits_equal_the_likelihoods_probability(pixels):
     start = np.random.default_rng(0).integers(1, 2**32, 64, dtype=np.uint64).astype(np.uint32)
     coder = constriction.stream.stack.AnsCoder(start)
     before = coder.num_valid_bits()
-    model.likelihood.push(coder, x, dist)
+    pixel_coder(model.likelihood).push(coder, x, dist)
     spent = coder.num_valid_bits() - before
     assert abs(spent + log2_p) / x.size < 0.001, (spent, -log2_p)
-    assert np.array_equal(model.likelihood.pop(coder, dist), x.astype(np.int32))
+    assert np.array_equal(pixel_coder(model.likelihood).pop(coder, dist), x.astype(np.int32))
 
 
 def test_wrong_model_refused(models, mnist_test):

@@ -30,6 +30,7 @@ MOVED: dict[str, str] = {
 def redirect(old: str) -> None:
     """Make module `old` the module it moved to, with a DeprecationWarning."""
     new = MOVED[old]
-    warnings.warn(f"{old} moved to {new}; the old path goes in vaekit 0.8", DeprecationWarning,
-                  stacklevel=3)
+    warnings.warn(
+        f"{old} moved to {new}; the old path goes in vaekit 0.8", DeprecationWarning, stacklevel=3
+    )
     sys.modules[old] = importlib.import_module(new)

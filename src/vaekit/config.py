@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vaekit import registry
 from vaekit.errors import VaekitError
 
 
@@ -379,24 +380,10 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
 }
 
 
-def _choices() -> dict[str, tuple[str, ...]]:
-    """Settings that name a registered thing (imported here: the registries import config)."""
-    from vaekit.data.pixels import PIXEL_MODES
-    from vaekit.models import MODELS
-    from vaekit.nets import ARCHITECTURES
-    from vaekit.nets.mlp import ACTIVATIONS
-    from vaekit.objectives import OBJECTIVES
-    from vaekit.priors import PRIORS
-
-    return {
-        "model.family": MODELS.names(),
-        "model.pixels": PIXEL_MODES.names(),
-        "model.arch": ARCHITECTURES.names(),
-        "model.activation": tuple(ACTIVATIONS),
-        "model.prior": PRIORS.names(),
-        "train.objective": OBJECTIVES,
-        "train.device": ("cpu", "cuda", "mps", "auto"),
-    }
+# list settings of a fixed length: (length, what to say otherwise)
+_LENGTHS: dict[str, tuple[int, str]] = {
+    "model.image_shape": (3, "must be [channels, height, width]")
+}
 
 
 def _type_error(hint: Any, value: Any) -> str | None:
@@ -441,7 +428,7 @@ def _range_error(value: Any, lo: float, hi: float | None, lo_open: bool) -> str 
 def validate(cfg: Config) -> Config:
     """Check every setting's type and range; the first problem is one `VaekitError` line
     naming the setting, its value and what is allowed. Returns `cfg`."""
-    choices = _choices()
+    choices = registry.choices()
     for section in ("model", "train"):
         obj = getattr(cfg, section)
         hints = typing.get_type_hints(type(obj))
@@ -452,12 +439,10 @@ def validate(cfg: Config) -> Config:
                 problem = _range_error(value, *_RANGES[key])
             if problem is None and key in choices and value not in choices[key]:
                 problem = f"must be one of {', '.join(choices[key])}"
-            if problem is None and key == "model.image_shape" and len(value) != 3:
-                problem = "must be [channels, height, width]"
+            if problem is None and key in _LENGTHS and len(value) != _LENGTHS[key][0]:
+                problem = _LENGTHS[key][1]
             if problem:
                 raise VaekitError(f"setting {key} = {value!r}: {problem}")
-    from vaekit.models import MODELS
-
-    if problem := MODELS.get(cfg.model.family).config_problem(cfg.model):
+    if problem := registry.MODELS.get(cfg.model.family).config_problem(cfg.model):
         raise VaekitError(f"model config: {problem}")
     return cfg

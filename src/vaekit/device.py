@@ -8,19 +8,49 @@ import torch
 
 from vaekit.config import Config
 from vaekit.errors import VaekitError
+from vaekit.registry import DEVICES
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+@DEVICES.register("cpu")
+def _cpu() -> torch.device:
+    return torch.device("cpu")
+
+
+@DEVICES.register("cuda")
+def _cuda() -> torch.device:
+    if not torch.cuda.is_available():
+        raise VaekitError("--device cuda: no CUDA device is available here")
+    return torch.device("cuda")
+
+
+@DEVICES.register("mps")
+def _mps() -> torch.device:
+    return torch.device("mps")
+
+
+@DEVICES.register("auto")
+def _auto() -> torch.device:
+    """CUDA, then MPS, then the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("mps") if _mps_available() else torch.device("cpu")
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then MPS, then CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaekitError("--device cuda: no CUDA device is available here")
-    return torch.device(name)
+    """The torch device a `train.device` name picks ('auto': CUDA, then MPS, then CPU)."""
+    try:
+        return DEVICES.get(name)()
+    except ValueError as e:
+        raise VaekitError(f"--device: {e}") from e
+
+
+def may_use_cuda(name: str) -> bool:
+    """Whether the device name `name` can resolve to a CUDA device."""
+    return name in DEVICES and DEVICES.get(name) in (_cuda, _auto)
 
 
 def cpu_has_native_bf16() -> bool:

@@ -15,3 +15,7 @@ class CheckpointError(VaekitError):
 
 class TrainingDiverged(VaekitError):
     """The loss or a gradient became NaN or infinite; the last good checkpoint is kept."""
+
+
+class CodingError(VaekitError):
+    """Input that this model cannot code, or a stream that does not decode."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def _umask() -> int:
@@ -50,3 +52,14 @@ def atomic_save(path: str | os.PathLike, writer: Callable[[Path], None]) -> None
     """Call `writer(tmp_path)` and move the result onto `path` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def png_bytes(image: Any, optimize: bool = False) -> bytes:
+    """A PNG file's bytes for a uint8 array, (H, W) grey or (H, W, C) colour, or a Pillow
+    image: the one PNG encoder that grids, reports, decoded folders and scores share."""
+    from PIL import Image
+
+    im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=optimize)
+    return buf.getvalue()

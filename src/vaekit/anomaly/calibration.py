@@ -46,6 +46,7 @@ normal fit per kind, two-sided, combined by the harmonic mean.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,7 @@ from scipy.stats import norm
 
 from vaekit._version import __version__
 from vaekit.errors import VaekitError
+from vaekit.registry import Registry
 
 Z_GRID = np.linspace(-3.0, 3.0, 49)  # beyond ±3 a reference of 2,000 has too few points
 _TAIL_SPAN = 8  # grid steps (one unit of z) that set a tail's slope
@@ -151,24 +153,46 @@ def _views_statistic(scores: dict[str, np.ndarray], reference: Reference) -> np.
     )
 
 
+# A reference's "method" -> its combined score (bits); references of vaekit 0.4 have none.
+METHODS: Registry[Callable[[dict[str, np.ndarray], Reference], np.ndarray]] = Registry(
+    "calibration method"
+)
+
+
+def _bits(log_p_value: np.ndarray) -> np.ndarray:
+    return np.maximum(0.0, -log_p_value / math.log(2.0))
+
+
+@METHODS.register("fisher-1")
+def _fisher_score(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
+    """Fisher's statistic over every kind, calibrated on the reference's own statistics."""
+    if "kinds" not in reference:
+        return _harmonic_mean_score(scores, reference)
+    return _bits(_fisher_log_p(scores, reference))
+
+
+def _views_score(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
+    """The views' smallest p (each view's weighted, for views-2), calibrated again."""
+    return _bits(norm.logsf(z_scores(_views_statistic(scores, reference), reference["combined"])))
+
+
+METHODS.register("views-1")(_views_score)
+METHODS.register("views-2")(_views_score)
+
+
 def combined_score(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:
     """-log2 of the combined p-value: the upper tail of the reference's statistic (Fisher's,
     or the views' smallest p) under the reference's own statistics (a vaekit 0.4 reference:
     the harmonic mean of p-values)."""
     method = reference.get("method")
-    if method not in (None, "fisher-1", "views-1", "views-2"):
+    if method is None:
+        return _fisher_score(scores, reference)  # no method: fisher-1, or vaekit 0.4's
+    if method not in METHODS:
         raise VaekitError(
             f"the combined score's reference uses method {method!r}, which this vaekit "
             f"({__version__}) does not know: it was saved by a newer version"
         )
-    if method in ("views-1", "views-2"):
-        z = z_scores(_views_statistic(scores, reference), reference["combined"])
-        log_p_value = norm.logsf(z)
-    elif "kinds" in reference:
-        log_p_value = _fisher_log_p(scores, reference)
-    else:
-        return _harmonic_mean_score(scores, reference)
-    return np.maximum(0.0, -log_p_value / math.log(2.0))
+    return METHODS.get(method)(scores, reference)
 
 
 def _harmonic_mean_score(scores: dict[str, np.ndarray], reference: Reference) -> np.ndarray:

@@ -1,6 +1,12 @@
 """`AnomalyDetector`: train a model on normal data and flag what it finds surprising, with
-scikit-learn's outlier-detector conventions. The scores themselves are in
-`vaekit.anomaly.scores`; the pixel mode is the fitted model's own.
+scikit-learn's outlier-detector conventions. The score kinds are in `vaekit.anomaly.scores`,
+the input kinds in `vaekit.anomaly.inputs`; the pixel mode is the fitted model's own.
+
+A detector loaded from a plain `vaekit train` run folder fits the parts its score needs (the
+local models, the combined score's reference) on the run's training data when first asked,
+in memory: scoring never writes into the run folder. `fit_parts()` then `keep_parts()` (the
+`vaekit fit-scores RUN` command) fits them once and keeps them beside the checkpoint, where
+later loads read them back.
 """
 
 from __future__ import annotations
@@ -9,42 +15,49 @@ import copy
 import inspect
 import json
 import math
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, OutlierMixin
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from vaekit.anomaly.background import LocalPixelModel, fit_local_model
-from vaekit.anomaly.calibration import combined_score, fit_reference
+from vaekit.anomaly.calibration import fit_reference
+from vaekit.anomaly.inputs import (
+    DEFAULT_IMAGE_PIXELS,
+    INPUT_KINDS,
+    Images,
+    InputKind,
+    input_kind_of,
+)
 from vaekit.anomaly.scores import (
-    COMBINED_VIEWS,
-    DETECTOR_SCORES,
-    LOCAL_SCORES,
-    UPPER_TAILED,
-    all_scores,
-    anomaly_scores,
-    local_scores,
+    SCORE_ALIASES,
+    SCORE_KINDS,
+    ScoreInputs,
+    ScoreKind,
+    combined_views,
+    upper_tailed,
+    view_scores,
 )
 from vaekit.checkpoint import CHECKPOINT_NAME, TrainingState, load_checkpoint, save_checkpoint
 from vaekit.config import apply_overrides, preset
-from vaekit.data.sources import Dataset, to_uint8
+from vaekit.data.sources import Dataset
 from vaekit.data.splits import load_splits
+from vaekit.device import may_use_cuda
 from vaekit.errors import DataError, VaekitError
 from vaekit.fileio import atomic_write_bytes, atomic_write_text
 from vaekit.run import RunFolder
 
-DETECTOR_FILE = "detector.json"
-BACKGROUND_FILE = "background.safetensors"
-BACKGROUND_SPEC_FILE = "background.json"
-INTENSITY_FILE = "intensity.safetensors"
-INTENSITY_SPEC_FILE = "intensity.json"
-REFERENCE_FILE = "score_reference.json"
+DETECTOR_FILE = RunFolder.DETECTOR
+BACKGROUND_FILE, BACKGROUND_SPEC_FILE = RunFolder.BACKGROUND, RunFolder.BACKGROUND_SPEC
+INTENSITY_FILE, INTENSITY_SPEC_FILE = RunFolder.INTENSITY, RunFolder.INTENSITY_SPEC
+REFERENCE_FILE = RunFolder.SCORE_REFERENCE
 # Normal examples whose scores the combined score is calibrated on: held out of training
 # (up to this many, and at most a tenth of the data), since the model rates its own training
 # examples as more normal than new ones.
@@ -105,6 +118,9 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
     The old name of `score_kind`, `score`, still works and warns.
     """
 
+    # the fitted parts, by the name score kinds use for them (`ScoreKind.background`, ...)
+    PARTS = ("background", "intensity", "reference")
+
     def __init__(
         self,
         preset: str = "anomaly",
@@ -131,105 +147,87 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
 
     # ---- input handling ------------------------------------------------------------------
 
+    def _input(self) -> InputKind:
+        return INPUT_KINDS.get(self.input_kind_)()
+
     def _prepare(self, X: Any, fitting: bool) -> torch.Tensor:
         """Validate X (scikit-learn's checks, then ours) and turn it into model inputs."""
-        images = not issparse(X) and np.asarray(X).ndim in (3, 4)
-        if not fitting and (self.input_kind_ == "images") != images:
+        kind = input_kind_of(X)
+        if fitting:
+            self.input_kind_ = kind
+        elif kind != self.input_kind_:
             raise DataError(
                 f"the detector was fitted on {self.input_kind_}; X has shape {np.shape(X)}"
             )
-        if images:
-            X = check_array(
-                X,
-                allow_nd=True,
-                dtype="numeric",
-                ensure_all_finite=False,
-                ensure_min_samples=2 if fitting else 1,
-            )
-            return self._prepare_images(X, fitting)
-        X = validate_data(
-            self,
-            X,
-            reset=fitting,
-            dtype="numeric",
-            ensure_all_finite=False,
-            ensure_min_samples=2 if fitting else 1,
-        )
-        X = X.astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        if bad.size:
-            raise DataError(f"rows {bad[:10].tolist()} of X contain NaN or infinite values")
-        if fitting:
-            self.input_kind_ = "tabular"
-            self.mean_ = X.mean(0)
-            self.scale_ = np.maximum(X.std(0), 1e-6)
-        z = ((X - self.mean_) / self.scale_).astype(np.float32)
-        return torch.from_numpy(z[:, None, None, :].copy())
-
-    def _prepare_images(self, X: np.ndarray, fitting: bool) -> torch.Tensor:
-        images = to_uint8(X if X.ndim == 4 else X[:, None], "X")
-        if fitting:
-            self.input_kind_ = "images"
-            self.image_shape_ = list(images.shape[1:])
-            self.n_features_in_ = int(np.prod(images.shape[1:]))
-        elif list(images.shape[1:]) != self.image_shape_:
-            raise DataError(
-                f"images shaped {images.shape[1:]} do not match the "
-                f"{tuple(self.image_shape_)} the detector was fitted on"
-            )
-        # a copy where the input is read-only (np.frombuffer): torch warns on such arrays
-        return torch.from_numpy(np.array(images, copy=not images.flags.writeable, order="C"))
+        return self._input().prepare(self, X, fitting)
 
     def _ratio_applies(self) -> bool:
-        return (
-            self.input_kind_ == "images" and self.image_shape_[0] == 1 and self.model_.pixels.binary
-        )
+        return self._input().single_channel(self) and self.model_.pixels.binary
 
     def _intensity_applies(self) -> bool:
-        return self.input_kind_ == "images" and self.image_shape_[0] == 1
+        return self._input().single_channel(self)
 
-    def _configured_kind(self) -> str:
-        return self.score_kind
+    def _applies(self, part: str) -> bool:
+        """Whether `part` exists for this detector's data and model (the local models are
+        for single-channel images; the background model for binary ones)."""
+        applies = {"background": self._ratio_applies, "intensity": self._intensity_applies}
+        return applies.get(part, lambda: True)()
 
     def _score_kind(self, score: str | None = None) -> str:
         """The score in use: `score`, else the detector's, with "auto" resolved."""
-        score = score or self._configured_kind()
-        return "combined" if score == "auto" else score
+        score = score or self.score_kind
+        return SCORE_ALIASES.get(score, score)
+
+    def _kind(self, score: str | None = None) -> ScoreKind:
+        try:
+            return SCORE_KINDS.get(self._score_kind(score))()
+        except ValueError as e:
+            choices = ", ".join((*SCORE_ALIASES, *SCORE_KINDS))
+            raise VaekitError(
+                f"unknown score {score or self.score_kind!r}; choose from {choices}"
+            ) from e
 
     def _training_pixels(self) -> str:
         """The pixel mode the model is trained with (then it is the model's own)."""
-        if self.input_kind_ == "tabular":
-            return "tabular"
-        return self.pixels or "dynamic-binary"
+        return self._input().pixels or self.pixels or DEFAULT_IMAGE_PIXELS
 
     # ---- scikit-learn interface ----------------------------------------------------------
 
     def fit(self, X: Any, y: Any = None) -> AnomalyDetector:
         """Train the VAE on (normal) X and set the threshold from `contamination`."""
-        from vaekit.training import resolve_device, train
-
-        kind = self._configured_kind()
-        if kind not in (*DETECTOR_SCORES, "auto"):
-            choices = ", ".join(("auto", *DETECTOR_SCORES))
-            raise VaekitError(f"unknown score {kind!r}; choose from {choices}")
+        kind = self._kind()
         if not 0.0 < self.contamination < 0.5:
             raise VaekitError("contamination must be in (0, 0.5)")
         data = self._prepare(X, fitting=True)
         if len(data) < 2:
             raise DataError("need at least 2 examples to fit")
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(data))
+        held_out = order[:0]
+        if kind.reference and len(data) >= 20:
+            held_out = order[: min(REFERENCE_IMAGES, len(data) // 10)]
+        device = self._train_model(data, np.sort(order[len(held_out) :]), order[len(held_out) :])
+        fitted = data[np.sort(order[len(held_out) :])]
+        self.background_ = self.intensity_ = self.reference_ = None
+        self._fit_local_parts(kind, fitted, device)
+        if kind.reference:
+            # held-out normal examples; with fewer than 20 the training ones stand in
+            normal = data[held_out] if len(held_out) else data[:REFERENCE_IMAGES]
+            self.reference_ = self._fit_reference(normal)
+        self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
+        return self
+
+    def _train_model(self, data: torch.Tensor, fit_idx: np.ndarray, order: np.ndarray) -> str:
+        """Train the VAE on `data[fit_idx]`, watching a tenth of it; returns its device."""
+        from vaekit.training import resolve_device, train
+
         cfg = apply_overrides(preset(self.preset), list(self.overrides))
         cfg.model.pixels = self._training_pixels()
         cfg.train.seed = self.seed
         cfg.train.data = "<in-memory>"
         if self.epochs is not None:
             cfg.train.epochs = self.epochs
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(data))
-        held_out = order[:0]
-        if self._score_kind() == "combined" and len(data) >= 20:
-            held_out = order[: min(REFERENCE_IMAGES, len(data) // 10)]
-        fit_idx = np.sort(order[len(held_out) :])
-        watch = order[len(held_out) :][: max(1, len(fit_idx) // 10)]
+        watch = order[: max(1, len(fit_idx) // 10)]
         cfg.train.batch_size = min(cfg.train.batch_size, len(fit_idx))
         if self.epochs is None and not any(o.startswith("train.epochs=") for o in self.overrides):
             # small data: more epochs than the preset's, up to MIN_UPDATES updates
@@ -247,32 +245,34 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             device = str(resolve_device(cfg.train.device))
             self.model_, self.config_, _ = load_checkpoint(tmp, map_location=device)
             self.training_metrics_ = RunFolder(tmp).read_metrics()
-        kind = self._score_kind()
-        fitted = data[fit_idx]
-        self.background_ = self.intensity_ = None
-        if self._ratio_applies() and kind in ("ratio", "combined"):
-            self.background_ = fit_local_model(
-                fitted, self.model_.pixels, seed=self.seed, device=device, progress=self.progress
-            )
-        elif kind == "ratio":
-            raise VaekitError(
-                "the ratio score needs single-channel images with binary pixels; this detector "
-                f"has {self.input_kind_} data and {self.model_.pixels.name} pixels"
-            )
-        if self._intensity_applies() and kind in (*LOCAL_SCORES, "combined"):
-            self.intensity_ = self._fit_intensity(fitted, device)
-        elif kind in LOCAL_SCORES:
-            raise VaekitError(
-                f"the {kind} score needs single-channel images; this detector has "
-                f"{self.input_kind_} data shaped {tuple(data.shape[1:])}"
-            )
-        self.reference_ = None
-        if kind == "combined":
-            # held-out normal examples; with fewer than 20 the training ones stand in
-            normal = data[held_out] if len(held_out) else data[:REFERENCE_IMAGES]
-            self.reference_ = self._fit_reference(normal)
-        self.offset_ = float(np.percentile(self.score_samples(X), 100 * self.contamination))
-        return self
+        return device
+
+    def _fit_local_parts(self, kind: ScoreKind, images: torch.Tensor, device: str) -> None:
+        """Fit the local models `kind` needs on `images`; a strict kind whose model does not
+        apply to this data is refused, the combined score leaves it out."""
+        name = self._score_kind()
+        if kind.background:
+            if self._ratio_applies():
+                self.background_ = self._fit_background(images, device)
+            elif kind.strict:
+                raise VaekitError(
+                    f"the {name} score needs single-channel images with binary pixels; this "
+                    f"detector has {self.input_kind_} data and {self.model_.pixels.name} pixels"
+                )
+        if kind.intensity:
+            if self._intensity_applies():
+                self.intensity_ = self._fit_intensity(images, device)
+            elif kind.strict:
+                raise VaekitError(
+                    f"the {name} score needs single-channel images; this detector has "
+                    f"{self.input_kind_} data shaped {tuple(images.shape[1:])}"
+                )
+
+    def _fit_background(self, images: torch.Tensor, device: str = "cpu") -> LocalPixelModel:
+        """The ratio score's local background model, on binarized `images`."""
+        return fit_local_model(
+            images, self.model_.pixels, seed=self.seed, device=device, progress=self.progress
+        )
 
     def _fit_intensity(self, images: torch.Tensor, device: str = "cpu") -> LocalPixelModel:
         """The local intensity model of the `local` scores, on up to INTENSITY_FIT_IMAGES."""
@@ -290,108 +290,119 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             min_steps=200,
         )
 
-    def _every_kind(self, data: torch.Tensor) -> dict[str, np.ndarray]:
-        """Every score kind this model and data allow (bits), from the detector's inputs."""
-        prepared = self.model_.pixels.prepare(data, train=False)
-        scores = all_scores(
-            copy.deepcopy(self.model_).double(),
-            prepared,
+    def _inputs(self, data: torch.Tensor, kind: ScoreKind | None = None) -> ScoreInputs:
+        """The score inputs of the detector's inputs `data`; a fitted part that is missing is
+        given as a callable that fits it when a kind first asks (plain run folders)."""
+        # Scored in float64: float32 matmuls round differently for different batch sizes,
+        # and an example's score must not depend on the examples scored beside it.
+        model = copy.deepcopy(self.model_).double()
+        parts = {p: self._part_or_fit(p) if self._applies(p) else None for p in self.PARTS}
+        return ScoreInputs(
+            model,
+            self.model_.pixels.prepare(data, train=False),
             self.k,
             self.seed,
-            complexity=self.model_.pixels.images,
-            background=self._background() if self._ratio_applies() else None,
+            images=data if self._input().has_images else None,
+            levels=kind is not None and kind.levels,
+            **parts,
         )
-        if self._intensity_applies() and (
-            getattr(self, "intensity_", None) is not None
-            or getattr(self, "run_dir_", None) is not None
-        ):  # (a detector fitted by vaekit 0.4 has none, and its reference no local kinds)
-            scores.update(local_scores(self._intensity(), data))
-        return scores
+
+    def _part_or_fit(self, part: str) -> Any:
+        value = getattr(self, f"{part}_", None)
+        if value is not None:
+            return value
+        if getattr(self, "run_dir_", None) is None:
+            return None
+        return lambda: self._fit_part(part)
+
+    def _fit_part(self, part: str) -> Any:
+        """Fit a missing part on the run's training data, in memory (said on stderr)."""
+        t0 = time.perf_counter()
+        train = self._run_training_images()
+        value = {
+            "background": self._fit_background,
+            "intensity": self._fit_intensity,
+            "reference": self._fit_reference_on_run,
+        }[part](train)
+        setattr(self, f"{part}_", value)
+        self.fitted_now_ = [*getattr(self, "fitted_now_", []), part]
+        if self.progress:
+            print(
+                f"note: fitted the score's {part} on the run's training data in memory "
+                f"({time.perf_counter() - t0:.0f} s); `vaekit fit-scores {self.run_dir_}` "
+                "keeps it in the run folder",
+                file=sys.stderr,
+            )
+        return value
+
+    def _fit_reference_on_run(self, train: torch.Tensor) -> dict[str, Any]:
+        """The reference on up to REFERENCE_IMAGES of a run's training images."""
+        g = torch.Generator().manual_seed(self.seed)
+        return self._fit_reference(
+            train[torch.randperm(len(train), generator=g)[:REFERENCE_IMAGES]]
+        )
 
     def _fit_reference(self, normal: torch.Tensor) -> dict[str, Any]:
         """The quantiles of each combined kind's scores on normal examples (`calibration`)."""
-        scores = self._every_kind(normal)
-        return fit_reference(scores, upper=UPPER_TAILED, views=COMBINED_VIEWS)
+        scores = view_scores(self._inputs(normal))
+        return fit_reference(scores, upper=upper_tailed(), views=combined_views())
 
-    def _reference(self) -> dict[str, Any]:
-        """The combined score's reference; for a plain `vaekit train` run, measured once on
-        up to REFERENCE_IMAGES of its training images and kept in the run folder."""
-        if getattr(self, "reference_", None) is None:
-            if getattr(self, "run_dir_", None) is None:
-                raise VaekitError(
-                    "the combined score needs reference scores of normal data, measured when "
-                    "a detector is fitted with score_kind='combined'; refit it with that"
-                )
-            train = self._run_training_images()
-            g = torch.Generator().manual_seed(self.seed)
-            pick = torch.randperm(len(train), generator=g)[:REFERENCE_IMAGES]
-            self.reference_ = self._fit_reference(train[pick])
-            run = getattr(self, "run_dir_", None)
-            if run is not None:
-                atomic_write_text(run / REFERENCE_FILE, json.dumps(self.reference_))
-        return self.reference_
+    def view_scores(self, X: Any) -> dict[str, np.ndarray]:
+        """The scores (bits) of every kind the combined score combines that applies here."""
+        check_is_fitted(self, "model_")
+        return view_scores(self._inputs(self._prepare(X, fitting=False)))
 
     def anomaly_score(self, X: Any, score: str | None = None) -> np.ndarray:
         """Scores in bits, higher = more anomalous (`score` overrides the detector's)."""
         check_is_fitted(self, "model_")
-        kind = self._score_kind(score)
-        if kind == "combined":
-            return combined_score(
-                self._every_kind(self._prepare(X, fitting=False)), self._reference()
-            )
-        if kind in LOCAL_SCORES:
-            if not self._intensity_applies():
-                raise VaekitError(f"the {kind} score needs single-channel images")
-            return local_scores(self._intensity(), self._prepare(X, fitting=False))[kind]
-        prepared = self.model_.pixels.prepare(self._prepare(X, fitting=False), train=False)
-        # Scored in float64: float32 matmuls round differently for different batch sizes,
-        # and an example's score must not depend on the examples scored beside it.
-        return anomaly_scores(
-            copy.deepcopy(self.model_).double(),
-            prepared,
-            kind,
-            self.k,
-            self.seed,
-            background=self._background() if kind == "ratio" else None,
-        )
+        kind = self._kind(score)
+        name = self._score_kind(score)
+        if kind.intensity and kind.strict and not self._intensity_applies():
+            raise VaekitError(f"the {name} score needs single-channel images")
+        if problem := kind.problem(self.model_):
+            raise VaekitError(problem)
+        return self._inputs(self._prepare(X, fitting=False), kind).score(name)
 
-    def _background(self) -> LocalPixelModel | None:
-        """The background model; for a plain `vaekit train` run, fitted once on its training
-        data (the run's config says where that is), with a progress bar, and saved in the
-        run folder (atomically) so that later calls load it."""
-        if getattr(self, "background_", None) is None and self._ratio_applies():
-            self.background_ = fit_local_model(
-                self._run_training_images(),
-                self.model_.pixels,
-                seed=self.seed,
-                progress=self.progress,
-            )
-            self._keep_in_run(self.background_, BACKGROUND_FILE, BACKGROUND_SPEC_FILE)
-        return self.background_
+    def fit_parts(self, score: str | None = None) -> list[str]:
+        """Fit, on the run's training data, every part the score needs that this detector
+        lacks (a detector loaded from a plain run folder); returns what it fitted."""
+        kind, before = self._kind(score), list(getattr(self, "fitted_now_", []))
+        for part in self.PARTS:
+            if (
+                getattr(kind, part)
+                and self._applies(part)
+                and getattr(self, f"{part}_", None) is None
+            ):
+                if getattr(self, "run_dir_", None) is None:
+                    raise VaekitError(
+                        "only a detector loaded from a run folder fits its parts later"
+                    )
+                self._fit_part(part)
+        return getattr(self, "fitted_now_", [])[len(before) :]
 
-    def _intensity(self) -> LocalPixelModel:
-        """The local intensity model, fitted once for a plain run folder as `_background`."""
-        if getattr(self, "intensity_", None) is None:
-            if getattr(self, "run_dir_", None) is None:
-                raise VaekitError(
-                    "this detector has no local intensity model (it was fitted for another "
-                    "score kind, or by vaekit 0.4); refit it with score_kind='combined'"
-                )
-            self.intensity_ = self._fit_intensity(self._run_training_images())
-            self._keep_in_run(self.intensity_, INTENSITY_FILE, INTENSITY_SPEC_FILE)
-        return self.intensity_
+    def keep_parts(self, run_dir: str | Path | None = None) -> list[Path]:
+        """Write the fitted parts into the run folder (each atomically), where `load` reads
+        them back; returns the files written."""
+        folder = Path(run_dir if run_dir is not None else self.run_dir_)
+        written = []
+        for model, weights, spec in (
+            (getattr(self, "background_", None), BACKGROUND_FILE, BACKGROUND_SPEC_FILE),
+            (getattr(self, "intensity_", None), INTENSITY_FILE, INTENSITY_SPEC_FILE),
+        ):
+            if model is not None:
+                _save_local_model(folder, model, weights, spec)
+                written += [folder / weights, folder / spec]
+        if getattr(self, "reference_", None) is not None:
+            atomic_write_text(folder / REFERENCE_FILE, json.dumps(self.reference_))
+            written.append(folder / REFERENCE_FILE)
+        return written
 
     def _run_training_images(self) -> torch.Tensor:
         """A plain run folder's training split, read once: the background model, the
-        intensity model and the reference all learn from it on a first `vaekit score`."""
+        intensity model and the reference all learn from it."""
         if getattr(self, "_run_train", None) is None:
             self._run_train = load_splits(self.config_, torch.device("cpu")).train
         return self._run_train
-
-    def _keep_in_run(self, model: LocalPixelModel, weights: str, spec: str) -> None:
-        run = getattr(self, "run_dir_", None)
-        if run is not None:
-            _save_local_model(run, model, weights, spec)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Minus the anomaly score in bits: higher means more normal (scikit-learn's sign)."""
@@ -444,17 +455,14 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             self.config_,
             TrainingState(epoch=self.config_.train.epochs),
         )
-        atomic_write_text(path / "config.json", self.config_.to_json())
+        RunFolder(path).write_config(self.config_)
         state = {
             "params": self.get_params(),
             "input_kind": self.input_kind_,
             "offset": self.offset_,
             "n_features_in": self.n_features_in_,
+            **self._input().save(self),
         }
-        if self.input_kind_ == "tabular":
-            state.update(mean=self.mean_.tolist(), scale=self.scale_.tolist())
-        else:
-            state["image_shape"] = self.image_shape_
         bg = getattr(self, "background_", None)
         if bg is not None:
             state["background"] = _save_local_model(path, bg, BACKGROUND_FILE)
@@ -471,7 +479,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         """Load a detector saved by `save` (or a plain `vaekit train` run folder)."""
         path = Path(path)
         model, cfg, _ = load_checkpoint(path / CHECKPOINT_NAME)
-        if cfg.train.device in ("cuda", "auto") and torch.cuda.is_available():
+        if may_use_cuda(cfg.train.device) and torch.cuda.is_available():
             model = model.cuda()
         f = path / DETECTOR_FILE
         if f.exists():
@@ -482,33 +490,29 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             det = cls(**{**params, "overrides": tuple(params["overrides"])})
             det.input_kind_, det.offset_ = state["input_kind"], state["offset"]
             det.n_features_in_ = state["n_features_in"]
-            if det.input_kind_ == "tabular":
-                det.mean_, det.scale_ = np.array(state["mean"]), np.array(state["scale"])
-            else:
-                det.image_shape_ = state["image_shape"]
+            det._input().load(det, state)
             det.reference_ = state.get("score_reference")
             det.background_ = det.intensity_ = None
             if "background" in state:
                 det.background_ = _load_local_model(path / BACKGROUND_FILE, state["background"])
             if "intensity" in state:
                 det.intensity_ = _load_local_model(path / INTENSITY_FILE, state["intensity"])
-            if det.score_kind == "auto" and det.reference_ is None:
+            if det.score_kind in SCORE_ALIASES and det.reference_ is None:
                 # fitted by vaekit 0.4, whose "auto" was the ratio (binary single-channel
                 # images) or the surprise: it keeps scoring as it was fitted and thresholded
                 det.model_ = model
                 det.score_kind = "ratio" if det._ratio_applies() else "surprise"
         else:
             det = cls(pixels=cfg.model.pixels)
-            det.input_kind_ = "images" if model.pixels.images else "tabular"
-            if det.input_kind_ == "tabular":
+            if not model.pixels.images:
                 raise VaekitError(
                     f"{path}: a tabular run needs its detector.json (the feature "
                     f"standardization); fit it with vaekit.AnomalyDetector"
                 )
+            det.input_kind_ = INPUT_KINDS.name_of(Images)
             det.image_shape_ = list(cfg.model.image_shape)
             det.n_features_in_ = int(np.prod(det.image_shape_))
-            # fitted on the run's training data the first time the ratio is asked for, and
-            # kept beside the checkpoint from then on
+            # kept beside the checkpoint by `keep_parts` (`vaekit fit-scores`), if ever
             det.background_ = _load_kept(path, BACKGROUND_FILE, BACKGROUND_SPEC_FILE)
             det.intensity_ = _load_kept(path, INTENSITY_FILE, INTENSITY_SPEC_FILE)
             ref = path / REFERENCE_FILE

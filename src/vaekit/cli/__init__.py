@@ -11,15 +11,17 @@ import click
 import torch
 
 import vaekit.distributed as distributed
-from vaekit.anomaly.scores import DETECTOR_SCORES
+from vaekit.anomaly.scores import SCORE_ALIASES, SCORE_KINDS
 from vaekit.checkpoint import load_checkpoint
 from vaekit.config import PRESETS, apply_overrides, load_config_file, preset, replace
 from vaekit.data.pixels import PIXEL_MODES
 from vaekit.data.sources import read_examples
 from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
-from vaekit.evaluation import CONTROL_K, evaluate, evaluate_sampled
-from vaekit.generation import interpolate_images, reconstruct_images, sample_images, save_grid
+from vaekit.evaluation import CONTROL_K, evaluate, evaluate_sampled, evaluation_table
+from vaekit.evaluation.result import format_row
+from vaekit.generation import interpolate_images, reconstruct_images, save_grid
+from vaekit.generation.samplers import SAMPLERS
 from vaekit.training import train
 
 # Ranges are checked by click before any work starts: a bad value is one line and exit 2.
@@ -289,44 +291,9 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, sample, control_k
     if as_json:
         click.echo(json.dumps(res))
         return
-    bits = res["dims"] * 0.6931471805599453
     click.echo(f"test split: {res['n']} images, {res['dims']} dims, pixels {res['pixels']}")
-    click.echo(f"  reconstruction E_q[log p(x|z)] {res['reconstruction']:10.3f} nats")
-    click.echo(
-        f"  KL(q(z|x) || p(z))              {res['kl']:10.3f} nats  ({res['estimators']['kl']})"
-    )
-    click.echo(
-        f"  ELBO                            {res['elbo']:10.3f} nats  "
-        f"{res['elbo_bits_per_dim']:.4f} bits/dim"
-    )
-    if res["log_px"] is not None:
-        click.echo(
-            f"  log p(x), IS with K={k:<6d}      {res['log_px']:10.3f} nats  "
-            f"{res['bits_per_dim']:.4f} bits/dim"
-        )
-        if "sampled" in res:
-            click.echo(
-                f"    +- {res['log_px_stderr']:.3f} (standard error): {res['estimators']['log_px']}"
-            )
-        click.echo(
-            f"  Jensen gap log p(x) - ELBO      {res['jensen_gap']:10.3f} nats  "
-            f"({res['jensen_gap'] / bits:.4f} bits/dim)"
-        )
-    click.echo(
-        f"  active units (Cov > 0.01)       {res['active_units']:10d} of {res['latent_dim']}"
-    )
-    if len(res["groups"]) > 1:
-        for i, g in enumerate(res["groups"]):
-            click.echo(
-                f"  group {i + 1}: {g['dims']} dims, KL {g['kl']:8.3f} nats "
-                f"({g['kl_estimator']}), {g['active_units']} active"
-            )
-    if res["kl_per_dim"] is not None:
-        per_dim = " ".join(f"{v:.2f}" for v in sorted(res["kl_per_dim"], reverse=True))
-        click.echo(f"  KL per dimension (sorted)       {per_dim}")
-    for key in ("kl_per_dim_note", "bits_per_dim_note", "note"):
-        if key in res:
-            click.echo(f"  note: {res[key]}")
+    for row in evaluation_table(res):
+        click.echo(format_row(row))
 
 
 @main.command("sample")
@@ -342,7 +309,7 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, sample, control_k
 )
 @click.option(
     "--sampler",
-    type=click.Choice(["prior", "gmm"]),
+    type=click.Choice(SAMPLERS.names()),
     default="prior",
     show_default=True,
     help="prior: z ~ p(z); gmm: a Gaussian mixture fitted to the training set's posterior "
@@ -351,22 +318,16 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, sample, control_k
 @_friendly_errors
 def sample_cmd(run_dir, n, out, seed, temperature, sampler) -> None:
     """Images decoded from z ~ p(z), or from the ex-post mixture (--sampler gmm)."""
-    from vaekit.generation.samplers import expost_gmm, gmm_images, gmm_needs_fit
-
     model, cfg, _ = load_checkpoint(run_dir)
+    drawer = SAMPLERS.get(sampler)(model)
     try:
-        temps = [float(t) for t in temperature.split(",")]
-        if sampler == "gmm":
-            if len(temps) != 1:
-                raise ValueError("the gmm sampler takes one temperature")
-            train = None
-            if gmm_needs_fit(run_dir):
-                click.echo("fitting the ex-post mixture to the training set's posterior means")
-                train = load_splits(cfg, torch.device("cpu")).train
-            gmm = expost_gmm(model, run_dir, train, seed=seed)
-            images = gmm_images(model, gmm, n, seed, temps[0])
-        else:
-            images = sample_images(model, n, seed, temps[0] if len(temps) == 1 else temps)
+        temps = drawer.temperature([float(t) for t in temperature.split(",")])
+        train = None
+        if drawer.needs_training_images(run_dir):
+            if drawer.fit_note:
+                click.echo(drawer.fit_note)
+            train = load_splits(cfg, torch.device("cpu")).train
+        images = drawer.fit(run_dir, train, seed).images(n, seed, temps)
     except ValueError as e:
         raise VaekitError(f"--temperature {temperature}: {e}") from e
     path = save_grid(images, out or Path(run_dir) / "samples.png")
@@ -502,7 +463,7 @@ def quality_cmd(run_dir, n, temperature, seed, as_json, data_dir) -> None:
 @_friendly_errors
 def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only) -> None:
     """Losslessly compress an image set (IDX, .npy, image folder) by bits-back coding."""
-    from vaekit.coding.files import compress_file
+    from vaekit.coding.files import GENERIC_CODER, compress_file
 
     model, _, _ = load_checkpoint(run_dir)
     res = compress_file(
@@ -521,7 +482,8 @@ def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only
         f"(raw 8-bit: {dims:,} bytes)"
     )
     coded = 8 * res["payload_bytes"] / dims
-    why = " (xz coded this input smaller than the model)" if res["coder"] == "xz" else ""
+    generic = res["coder"] == GENERIC_CODER
+    why = f" ({GENERIC_CODER} coded this input smaller than the model)" if generic else ""
     click.echo(
         f"  payload by {res['coder']}{why}: {res['payload_bytes']:,} bytes, {coded:.4f} bits/dim;"
         f" header and framing: {res['header_bytes']:,} bytes"
@@ -529,7 +491,7 @@ def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only
     line = f"model's ideal on this input: -ELBO {ideal['elbo_bits_per_dim']:.4f} bits/dim"
     if ideal_k:
         line += f", -log p(x) {ideal['bits_per_dim']:.4f} bits/dim (IS, K={ideal_k})"
-    if res["coder"] != "xz":
+    if not generic:
         line += f"; coder overhead over -ELBO {coded - ideal['elbo_bits_per_dim']:+.4f}"
     click.echo(line)
 
@@ -552,7 +514,7 @@ def decompress_cmd(run_dir, input_path, output) -> None:
 _score_opt = click.option(
     "--score",
     "score",
-    type=click.Choice(["auto", *DETECTOR_SCORES]),
+    type=click.Choice([*SCORE_ALIASES, *SCORE_KINDS]),
     help="[the detector's; auto: combined, every kind's tail probability under held-out "
     "normal data, combined by Fisher's method within the VAE's kinds and within the local "
     "intensity model's, the smaller p of the two calibrated again; level-ratio needs a "
@@ -573,7 +535,7 @@ def score_cmd(run_dir, input_path, score, k, out) -> None:
     from vaekit.anomaly.detector import AnomalyDetector, write_scores
 
     det = AnomalyDetector.load(run_dir)
-    det.progress = True  # the background model, fitted once for a plain run folder
+    det.progress = True  # a plain run folder's missing parts are fitted in memory: say so
     if k is not None:
         det.k = k
     x, labels = read_examples(input_path)
@@ -584,6 +546,26 @@ def score_cmd(run_dir, input_path, score, k, out) -> None:
         f"{scores.mean():.2f}, min {scores.min():.2f}, max {scores.max():.2f}; "
         f"wrote {out}"
     )
+
+
+@main.command("fit-scores")
+@_run_arg
+@_score_opt
+@_friendly_errors
+def fit_scores_cmd(run_dir, score) -> None:
+    """Fit what a score needs on a `vaekit train` run's training data (the local models and
+    the combined score's reference) and keep it in RUN_DIR, so that `score` and `detect`
+    read it instead of fitting it in memory on every call."""
+    from vaekit.anomaly.detector import AnomalyDetector
+
+    det = AnomalyDetector.load(run_dir)
+    det.progress = True
+    fitted = det.fit_parts(score)
+    written = det.keep_parts() if fitted else []
+    if not written:
+        click.echo(f"{run_dir} holds everything the {det._score_kind(score)} score needs")
+        return
+    click.echo(f"fitted the {', '.join(fitted)}; wrote {', '.join(p.name for p in written)}")
 
 
 @main.command("detect")

@@ -9,12 +9,11 @@ image needs on the stack before it has pushed anything are then one level's, not
 levels'. A top-down hierarchy cannot interleave: each q(z_l | z_>l, x) needs x, which the
 decoder only has after every group has been popped.
 
-The coder asks the model only for `coding_posterior`, `coding_prior` and `decode_params`,
-and asks the likelihood to push and pop pixels (`Likelihood.push/pop`): nothing here depends
-on which likelihood, prior or model family it codes with. Latents live on a grid of width
-2^-LATENT_BITS over [-LATENT_RANGE, LATENT_RANGE]; priors and posteriors are quantized onto
-the same buckets. A prior is a diagonal Gaussian or a mixture of them (a VampPrior); a
-mixture's component is itself coded by bits-back: popped from p(c | z), pushed under p(c).
+The schedule is the model family's `coding_scheme` (`SCHEMES`: top-down or Bit-Swap). The
+coder asks the model only for its scheme's conditionals and `decode_params`, the
+likelihood's pixel coder (`coding.pixels`) to push and pop pixels, and the latent coder
+(`coding.latents`) to push and pop latents: nothing here depends on which likelihood, prior
+or model family it codes with.
 Encoder and decoder must compute identical probabilities: the batch composition is fixed,
 and parameters are rounded onto a coarse float64 grid (`round_to_grid`) before they become
 probabilities, so that float noise in the last bits cannot change a table.
@@ -33,25 +32,17 @@ from torch.distributions import Distribution, Independent, Normal
 from tqdm.auto import tqdm
 
 from vaekit.coding.exact_arithmetic import ARITHMETIC, ExactArithmetic, exact_copy, exact_digest
-from vaekit.distributions.likelihoods import PARAM_GRID, round_to_grid
-from vaekit.distributions.mixture import DiagonalGaussianMixture
-from vaekit.errors import VaekitError
+from vaekit.coding.latent_search import SearchedLatentCoder
+from vaekit.coding.latents import LATENT_BITS, LatentCoder
+from vaekit.coding.pixels import pixel_coder
+from vaekit.errors import CodingError
 from vaekit.models.base import LatentVariableModel
+from vaekit.registry import Registry
 
-LATENT_BITS = 10
-LATENT_RANGE = 16.0
-WINDOW_SIGMAS = 8.0  # a posterior is coded on its mean +- this many standard deviations
 PRECISION_BITS = 24  # constriction's probability precision: the most one pop can consume
 INIT_SEED = 0x5AE
 MAX_PARTICLES = 256
 LIKELIHOOD_ROWS = 32  # rows per likelihood call when weighing particles (exact arithmetic)
-_model = constriction.stream.model
-
-
-class CodingError(VaekitError):
-    """Input that this model cannot code, or a stream that does not decode."""
-
-
 # Where probabilities come from: "float" (vaekit <= 0.3: float32 networks, rounded onto a
 # grid; the same bits only on the same machine and library) or `ARITHMETIC` (exact, any machine)
 FLOAT = "float"
@@ -84,178 +75,10 @@ class CodingPlan:
         return [slice(a, b) for a, b in zip(ends[:-1], ends[1:], strict=True)]
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return round_to_grid(t).cpu().numpy()
-
-
-def _gaussian_params(dist: Distribution, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation times `scale`, rounded to the parameter grid."""
-    if not (isinstance(dist, Independent) and isinstance(dist.base_dist, Normal)):
-        raise CodingError(f"bits-back coding needs Gaussian posteriors; got {type(dist).__name__}")
-    return _np(dist.base_dist.loc * scale), _np(dist.base_dist.scale * scale)
-
-
-class LatentCoder:
-    """Quantized latents: pops from q(z|·) and pushes under p(z|·) on one grid."""
-
-    def __init__(self, latent_bits: int):
-        self.scale = 2.0**latent_bits
-        self.range = int(LATENT_RANGE * self.scale)
-        self.family = _model.QuantizedGaussian(-self.range, self.range)
-        self.categorical = _model.Categorical(perfect=False)
-        self._windows: dict[int, object] = {}
-        self._top_prior: Distribution | None = None
-
-    exact = False
-
-    def prior(self, model: LatentVariableModel, upper: list[torch.Tensor]) -> Distribution:
-        """p(z_l | z_>l) for coding; the top group's, which no input changes, is computed
-        once (a VampPrior runs its encoder on every pseudo-input to get it)."""
-        if upper:
-            return model.coding_prior(upper)
-        if self._top_prior is None:
-            self._top_prior = model.coding_prior([])
-        return self._top_prior
-
-    def symbols_to_latents(self, symbols: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(symbols.astype(np.float32) / self.scale)
-
-    # ---- posterior: pop (bits back) and push --------------------------------------------
-
-    def posterior_params(self, q: Distribution) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation in grid units, rounded (the scale is a power of two,
-        so scaling before rounding is exact)."""
-        mean, std = _gaussian_params(q, self.scale)
-        return mean, np.maximum(std, 0.5 * PARAM_GRID * self.scale)
-
-    def window(self, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Centre (rounded mean) and half-width (a power of two, >= 8 sigma) of the symbols
-        a posterior is coded over."""
-        half = self.range // 2
-        centre = np.clip(np.round(mean), -half, half)
-        need = np.maximum(8.0, WINDOW_SIGMAS * std)
-        return centre, np.minimum(2.0 ** np.ceil(np.log2(need)), half).astype(np.int64)
-
-    def _windowed(self, mean: np.ndarray, std: np.ndarray):
-        """Split latents into groups sharing a window [-w, w] around their rounded means.
-
-        constriction's leaky quantization gives every symbol of a model's support at least
-        2^-24; over the full latent range that tail mass makes a few pops land far from the
-        posterior and cost hundreds of bits in p(x|z). A window of +-8 sigma, rounded up to
-        a power of two so that few families are needed, makes that leak negligible.
-        """
-        centre, w = self.window(mean, std)
-        for width in np.unique(w):
-            idx = np.flatnonzero(w == width)
-            if width not in self._windows:
-                self._windows[width] = _model.QuantizedGaussian(-int(width), int(width))
-            yield self._windows[width], idx, centre[idx]
-
-    def pop_posterior(self, coder, q: Distribution) -> np.ndarray:
-        """Decode latent symbols (B, D) from q: the bits back."""
-        mean, std = self.posterior_params(q)
-        shape, mean, std = mean.shape, mean.ravel(), std.ravel()
-        out = np.empty(mean.size, dtype=np.int32)
-        for family, idx, centre in self._windowed(mean, std):
-            out[idx] = coder.decode(family, mean[idx] - centre, std[idx]) + centre.astype(np.int32)
-        return out.reshape(shape)
-
-    def push_posterior(self, coder, symbols: np.ndarray, q: Distribution) -> None:
-        """Undo `pop_posterior` (windows in reverse order: the coder is a stack)."""
-        mean, std = self.posterior_params(q)
-        flat, mean, std = symbols.ravel(), mean.ravel(), std.ravel()
-        for family, idx, centre in list(self._windowed(mean, std))[::-1]:
-            u = (flat[idx] - centre.astype(np.int32)).astype(np.int32)
-            coder.encode_reverse(u, family, mean[idx] - centre, std[idx])
-
-    # ---- prior: push and pop ------------------------------------------------------------
-
-    def _on_grid(self, loc: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return loc * self.scale, np.maximum(scale * self.scale, 0.5 * PARAM_GRID)
-
-    def _mixture(self, p: DiagonalGaussianMixture):
-        logits, loc, scale = _np(p.logits), _np(p.loc), _np(p.scale)
-        weights = np.exp(logits - logits.max())
-        return weights / weights.sum(), loc, scale
-
-    def _component_posterior(self, symbols, weights, loc, scale) -> np.ndarray:
-        """p(c | z) per row of symbols (B, D), from the component densities at z (float64,
-        elementwise numpy: the same on both sides of the stream)."""
-        z = symbols.astype(np.float64)[:, None, :] / self.scale  # (B, 1, D)
-        log_n = -0.5 * ((z - loc) / scale) ** 2 - np.log(scale)  # (B, K, D)
-        log_post = log_n.sum(-1) + np.log(weights)
-        log_post -= log_post.max(-1, keepdims=True)
-        post = np.exp(log_post)
-        return post / post.sum(-1, keepdims=True)
-
-    def _push_grid(self, coder, symbols: np.ndarray, loc: np.ndarray, scale: np.ndarray):
-        """Encode symbols under N(loc, scale) (latent units, shaped like the symbols) on the
-        whole grid."""
-        m, s = self._on_grid(loc, scale)
-        coder.encode_reverse(symbols.ravel().astype(np.int32), self.family, m.ravel(), s.ravel())
-
-    def _pop_grid(self, coder, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """Decode symbols shaped like `loc` pushed by `_push_grid`."""
-        m, s = self._on_grid(loc, scale)
-        return coder.decode(self.family, m.ravel(), s.ravel()).reshape(loc.shape)
-
-    def _weight_rows(self, weights, b: int) -> np.ndarray:
-        """The mixture weights as the categorical's probabilities for b rows."""
-        return np.tile(weights, (b, 1))
-
-    def push_prior(self, coder, symbols: np.ndarray, p: Distribution) -> None:
-        """Encode latent symbols (B, D) under p(z|·)."""
-        b = symbols.shape[0]
-        if isinstance(p, DiagonalGaussianMixture):
-            weights, loc, scale = self._mixture(p)
-            post = self._component_posterior(symbols, weights, loc, scale)
-            c = coder.decode(self.categorical, post).astype(np.int64)  # bits back for c
-            self._push_grid(coder, symbols, loc[c], scale[c])
-            coder.encode_reverse(
-                c.astype(np.int32), self.categorical, self._weight_rows(weights, b)
-            )
-            return
-        loc, scale = _gaussian_params(p)
-        shape = symbols.shape
-        self._push_grid(coder, symbols, np.broadcast_to(loc, shape), np.broadcast_to(scale, shape))
-
-    def pop_prior(self, coder, p: Distribution, b: int, d: int) -> np.ndarray:
-        """Decode latent symbols (b, d) pushed by `push_prior`."""
-        if isinstance(p, DiagonalGaussianMixture):
-            weights, loc, scale = self._mixture(p)
-            c = coder.decode(self.categorical, self._weight_rows(weights, b)).astype(np.int64)
-            symbols = self._pop_grid(coder, loc[c], scale[c])
-            post = self._component_posterior(symbols, weights, loc, scale)
-            coder.encode_reverse(c.astype(np.int32), self.categorical, post)
-            return symbols
-        loc, scale = _gaussian_params(p)
-        return self._pop_grid(coder, np.broadcast_to(loc, (b, d)), np.broadcast_to(scale, (b, d)))
-
-    # ---- importance weights --------------------------------------------------------------
-
-    def log_ratio(self, p: Distribution, q: Distribution, z: torch.Tensor) -> torch.Tensor:
-        """log p(z) - log q(z) per row (float64, CPU)."""
-        return (p.log_prob(z).double() - q.log_prob(z).double()).cpu()
-
-    def index_probabilities(self, log_w: torch.Tensor, k: int, b: int) -> np.ndarray:
-        """P(j | x) of each image's particle index j, from the log weights (K*B,)."""
-        lw = log_w.numpy().reshape(k, b).T  # (B, K)
-        # a particle whose weight overflowed (a latent clipped at the grid's edge far from
-        # q's mean) is never picked; where all did, the index is uniform
-        lw = np.where(np.isfinite(lw), lw, -1e300)
-        w = np.exp(lw - lw.max(1, keepdims=True))
-        w[w < 1e-30] = 0.0  # constriction refuses weights far below float32's range
-        # C order: constriction reads the buffer row by row whatever numpy's strides say
-        return np.ascontiguousarray(w / w.sum(1, keepdims=True))
-
-
 def pops_per_image(model: LatentVariableModel) -> int:
     """Pops from q and from mixture posteriors p(c|z) an image makes before it has pushed
-    anything: each may consume up to `PRECISION_BITS` from the stack. All groups for a
-    top-down model; one level for a Markov hierarchy, whose levels interleave (Bit-Swap)."""
-    if getattr(model, "markov", False):
-        return max(model.group_dims) + len(model.group_dims)
-    return model.latent_dim + len(model.group_dims)
+    anything: each may consume up to `PRECISION_BITS` from the stack."""
+    return SCHEMES.get(model.coding_scheme).pops_per_image(model)
 
 
 def _initial_words(count: int) -> np.ndarray:
@@ -266,11 +89,7 @@ def _initial_words(count: int) -> np.ndarray:
 
 def check_codable(model: LatentVariableModel, values: np.ndarray) -> None:
     """Refuse what this model cannot code, with the reason."""
-    if not model.likelihood.codable:
-        raise CodingError(
-            f"a model with a {model.likelihood.name} likelihood has no discrete p(x|z): lossless "
-            f"coding needs a binary (bernoulli) or 8-bit (logistic-mixture) model"
-        )
+    pixel_coder(model.likelihood)  # refuses a likelihood without discrete values
     if values.ndim != 4 or list(values.shape[1:]) != list(model.config.image_shape):
         raise CodingError(
             f"images shaped {tuple(values.shape)} do not match the model's "
@@ -360,13 +179,13 @@ def _as_values(model, x_np: np.ndarray, b: int) -> torch.Tensor:
 def _encode_top_down(model, latents: LatentCoder, coder, x_np: np.ndarray, x: torch.Tensor):
     """BB-ANS: pop every group from q (top-down), push x, push every group under p."""
     symbols, _ = _posteriors(model, latents, coder, x)
-    model.likelihood.push(coder, x_np, _decoded(model, latents, symbols))
+    pixel_coder(model.likelihood).push(coder, x_np, _decoded(model, latents, symbols))
     _push_priors(model, latents, coder, symbols)
 
 
 def _decode_top_down(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
     symbols = _pop_priors(model, latents, coder, b)
-    x_np = model.likelihood.pop(coder, _decoded(model, latents, symbols))
+    x_np = pixel_coder(model.likelihood).pop(coder, _decoded(model, latents, symbols))
     _push_posteriors(model, latents, coder, _as_values(model, x_np, b), symbols)
     return x_np
 
@@ -448,11 +267,11 @@ def _encode_importance_weighted(model, latents, coder, x_np, x, k: int) -> None:
     if latents.exact:
         _push_under(latents.push_posterior, coder, theirs, [_take(q, others) for q in posteriors])
         dist = model.likelihood.coding_distribution(params[torch.from_numpy(chosen)])
-        model.likelihood.push(coder, x_np, dist)
+        pixel_coder(model.likelihood).push(coder, x_np, dist)
         _push_under(latents.push_prior, coder, mine, [_take(p, chosen) for p in priors])
     else:
         _push_posteriors(model, latents, coder, xr[others], theirs)
-        model.likelihood.push(coder, x_np, _decoded(model, latents, mine))
+        pixel_coder(model.likelihood).push(coder, x_np, _decoded(model, latents, mine))
         _push_priors(model, latents, coder, mine)
     coder.encode_reverse(j.astype(np.int32), latents.categorical, np.full((b, k), 1.0 / k))
 
@@ -477,7 +296,7 @@ def _pop_others(model, latents, coder, x: torch.Tensor, k: int, picked, chosen, 
 def _decode_importance_weighted(model, latents, coder, b: int, k: int) -> np.ndarray:
     j = coder.decode(latents.categorical, np.full((b, k), 1.0 / k)).astype(np.int64)
     picked = _pop_priors(model, latents, coder, b)
-    x_np = model.likelihood.pop(coder, _decoded(model, latents, picked))
+    x_np = pixel_coder(model.likelihood).pop(coder, _decoded(model, latents, picked))
     x = _as_values(model, x_np, b)
     xr = x.repeat(k, *([1] * (x.dim() - 1)))
     chosen, others = _rows(j, k, b)
@@ -503,7 +322,7 @@ def _encode_bitswap(model, latents: LatentCoder, coder, x_np: np.ndarray, x: tor
     z_{l+1} from q(z_{l+1}|z_l) and push z_l under p(z_l|z_{l+1}); push the top under p."""
     sym = latents.pop_posterior(coder, model.chain_posterior(0, x))
     z = latents.symbols_to_latents(sym).to(x.device)
-    model.likelihood.push(coder, x_np, _decoded(model, latents, [sym]))
+    pixel_coder(model.likelihood).push(coder, x_np, _decoded(model, latents, [sym]))
     for level in range(1, model.levels):
         above_sym = latents.pop_posterior(coder, model.chain_posterior(level, z))
         above = latents.symbols_to_latents(above_sym).to(x.device)
@@ -522,25 +341,71 @@ def _decode_bitswap(model, latents: LatentCoder, coder, b: int) -> np.ndarray:
         below = latents.symbols_to_latents(below_sym).to(dev)
         latents.push_posterior(coder, sym, model.chain_posterior(level, below))
         sym, z = below_sym, below
-    x_np = model.likelihood.pop(coder, _decoded(model, latents, [sym]))
+    x_np = pixel_coder(model.likelihood).pop(coder, _decoded(model, latents, [sym]))
     shape = tuple(model.config.image_shape)
     x = torch.from_numpy(x_np.astype(np.uint8).reshape(b, *shape)).float().to(dev)
     latents.push_posterior(coder, sym, model.chain_posterior(0, x))
     return x_np
 
 
+class CodingScheme:
+    """The order in which a model family's latents and pixels are pushed and popped. A
+    model declares its scheme's name as `coding_scheme` (models.base)."""
+
+    @staticmethod
+    def pops_per_image(model: LatentVariableModel) -> int:  # pragma: no cover
+        raise NotImplementedError
+
+    @staticmethod
+    def coders(particles: int):  # pragma: no cover
+        """The (encode, decode) pair of batch functions for this many particles."""
+        raise NotImplementedError
+
+
+SCHEMES: Registry[type[CodingScheme]] = Registry("coding scheme")
+
+
+@SCHEMES.register("top-down")
+class TopDown(CodingScheme):
+    """Pop every group from q top-down, push x, push the groups under their priors; with K
+    particles, importance-weighted bits-back. Needs `coding_posterior` and `coding_prior`."""
+
+    @staticmethod
+    def pops_per_image(model: LatentVariableModel) -> int:
+        return model.latent_dim + len(model.group_dims)
+
+    @staticmethod
+    def coders(particles: int):
+        if particles > 1:
+            return (
+                lambda m, lat, c, x_np, x: _encode_importance_weighted(
+                    m, lat, c, x_np, x, particles
+                ),
+                lambda m, lat, c, b: _decode_importance_weighted(m, lat, c, b, particles),
+            )
+        return _encode_top_down, _decode_top_down
+
+
+@SCHEMES.register("bitswap")
+class BitSwap(CodingScheme):
+    """Bit-Swap's interleaving for a Markov hierarchy: pop z_1, push x, pop z_2, push z_1,
+    ...; an image needs one level's bits on the stack, not all levels'. Needs
+    `chain_posterior` and `chain_prior`."""
+
+    @staticmethod
+    def pops_per_image(model: LatentVariableModel) -> int:
+        return max(model.group_dims) + len(model.group_dims)
+
+    @staticmethod
+    def coders(particles: int):
+        if particles > 1:
+            raise CodingError("importance-weighted bits-back needs a top-down model, not bitswap")
+        return _encode_bitswap, _decode_bitswap
+
+
 def _coders(model: LatentVariableModel, particles: int):
     """The (encode, decode) pair of batch functions for this model and particle count."""
-    if particles > 1:
-        if getattr(model, "markov", False):
-            raise CodingError("importance-weighted bits-back needs a top-down model, not bitswap")
-        return (
-            lambda m, lat, c, x_np, x: _encode_importance_weighted(m, lat, c, x_np, x, particles),
-            lambda m, lat, c, b: _decode_importance_weighted(m, lat, c, b, particles),
-        )
-    if getattr(model, "markov", False):
-        return _encode_bitswap, _decode_bitswap
-    return _encode_top_down, _decode_top_down
+    return SCHEMES.get(model.coding_scheme).coders(particles)
 
 
 def _arithmetic(model: LatentVariableModel, arithmetic: str, latent_bits: int):
@@ -549,8 +414,6 @@ def _arithmetic(model: LatentVariableModel, arithmetic: str, latent_bits: int):
     if arithmetic == FLOAT:
         return model, LatentCoder(latent_bits), contextlib.nullcontext
     if arithmetic == ARITHMETIC:
-        from vaekit.coding.latent_search import SearchedLatentCoder
-
         return exact_copy(model), SearchedLatentCoder(latent_bits), ExactArithmetic
     raise CodingError(
         f"unknown arithmetic {arithmetic!r} (this vaekit knows {FLOAT}, {ARITHMETIC})"

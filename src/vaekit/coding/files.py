@@ -8,12 +8,10 @@ Layout (little-endian; see FORMAT.md):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import lzma
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,12 @@ from vaekit.coding.bitsback import (
     MAX_PARTICLES,
     CodingError,
     CodingPlan,
-    check_codable,
     decode,
     encode,
 )
+from vaekit.coding.containers import Container, read_container, write_container
 from vaekit.coding.exact_arithmetic import ARITHMETIC
-from vaekit.data.idx import parse_idx, read_idx
-from vaekit.data.sources import IMAGE_SUFFIXES, read_image_folder, read_images
+from vaekit.coding.pixels import PixelCoder, pixel_coder
 from vaekit.errors import DataError
 from vaekit.fileio import atomic_write_bytes
 from vaekit.models import LatentVariableModel
@@ -63,14 +60,6 @@ _PREFIX = struct.Struct("<4sHI")
 MAX_HEADER = 64 * 1024 * 1024
 
 
-@dataclass
-class Container:
-    """How the pixels were stored, so they can be written back the same way."""
-
-    kind: str  # "array" | "idx" | "npy" | "folder"
-    meta: dict[str, Any]
-
-
 def _sha256(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
@@ -78,8 +67,7 @@ def _sha256(images: np.ndarray) -> str:
 def to_model_values(images: np.ndarray, model: LatentVariableModel) -> tuple[np.ndarray, int]:
     """The values the model's pixel mode codes, and the factor back to the stored pixels
     (binary images may be stored as 0/1 or 0/255)."""
-    if not model.likelihood.codable:
-        check_codable(model, images)  # says why this model cannot code
+    pixel_coder(model.likelihood)  # refuses a model that cannot code, saying why
     try:
         return model.pixels.code_values(images)
     except DataError as e:
@@ -133,7 +121,7 @@ def compress(
         "container": {"kind": container.kind, **container.meta} if container else {"kind": "array"},
     }
     payload = words.astype("<u4").tobytes()
-    generic = _generic_encode(values, model.likelihood.name) if fallback else None
+    generic = _generic_encode(values, pixel_coder(model.likelihood)) if fallback else None
     xz_wins = generic is not None and len(generic) < len(payload)
     exact = plan.arithmetic != FLOAT
     if exact:
@@ -169,19 +157,14 @@ def _packed(header: dict[str, Any], payload: bytes, generic: bytes | None) -> tu
     return lzma.compress(json.dumps(header, separators=(",", ":")).encode()), payload
 
 
-def _generic_input(values: np.ndarray, likelihood: str) -> bytes:
-    """The values as a generic coder sees them: bytes, binary pixels packed 8 to a byte."""
-    return np.packbits(values).tobytes() if likelihood == "bernoulli" else values.tobytes()
+def _generic_encode(values: np.ndarray, pixels: PixelCoder) -> bytes:
+    return lzma.compress(pixels.generic_bytes(values), preset=9 | lzma.PRESET_EXTREME)
 
 
-def _generic_encode(values: np.ndarray, likelihood: str) -> bytes:
-    return lzma.compress(_generic_input(values, likelihood), preset=9 | lzma.PRESET_EXTREME)
-
-
-def _generic_decode(payload: bytes, header: dict[str, Any], likelihood: str) -> np.ndarray:
+def _generic_decode(payload: bytes, header: dict[str, Any], pixels: PixelCoder) -> np.ndarray:
     shape = tuple(header["shape"])
     size = int(np.prod(shape))
-    expect = (size + 7) // 8 if likelihood == "bernoulli" else size
+    expect = pixels.generic_size(size)
     try:
         dec = lzma.LZMADecompressor()
         raw = dec.decompress(payload, max_length=expect + 1)
@@ -190,7 +173,7 @@ def _generic_decode(payload: bytes, header: dict[str, Any], likelihood: str) -> 
     if len(raw) != expect or not dec.eof:
         raise CodingError("the file is corrupt (its generic payload has the wrong length)")
     arr = np.frombuffer(raw, dtype=np.uint8)
-    values = np.unpackbits(arr)[:size] if likelihood == "bernoulli" else arr
+    values = pixels.from_generic_bytes(arr, size)
     return values.reshape(shape).copy()
 
 
@@ -315,7 +298,7 @@ def _decode(
     if list(header["shape"][1:]) != list(model.config.image_shape):
         raise CodingError("the file's image shape does not match this model")
     if header.get("coder") == GENERIC_CODER:
-        values = _generic_decode(words.tobytes(), header, model.likelihood.name)
+        values = _generic_decode(words.tobytes(), header, pixel_coder(model.likelihood))
     else:
         values = decode(model, words, header["plan"], progress=progress)
     images = values * np.uint8(header["one_value"]) if header["one_value"] != 1 else values
@@ -325,141 +308,6 @@ def _decode(
             "compression and decompression (another machine or library version?)"
         )
     return images
-
-
-# ---- containers: IDX files, .npy arrays and image folders --------------------------------
-
-
-def _gzip_recipe(blob: bytes, raw: bytes) -> dict[str, Any] | None:
-    """Settings with which zlib rebuilds this gzip stream exactly, if any."""
-    flags = blob[3]
-    end = 10
-    if flags & ~0x08:  # only the FNAME flag is handled
-        return None
-    if flags & 0x08:
-        end = blob.index(b"\0", 10) + 1
-    body = blob[end:-8]
-    for level in (6, 9, 1, 2, 3, 4, 5, 7, 8):
-        for mem in (8, 9):
-            c = zlib.compressobj(level, zlib.DEFLATED, -15, mem)
-            if c.compress(raw) + c.flush() == body:
-                return {"gzip_header": blob[:end].hex(), "level": level, "memlevel": mem}
-    return None
-
-
-def read_container(path: str | Path) -> tuple[np.ndarray, Container]:
-    """Read images and remember how they were stored."""
-    path = Path(path)
-    if path.is_dir():
-        images, names = read_image_folder(path)
-        return images, Container("folder", {"names": names})
-    if path.suffix == ".npy":
-        images = read_images(path)
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        return images, Container("npy", {"shape": list(arr.shape), "dtype": str(arr.dtype)})
-    f = read_idx(path)
-    if f.array.dtype != np.uint8:
-        raise CodingError(f"{path}: only uint8 IDX files can be coded")
-    header_len = len(f.raw) - f.array.nbytes
-    meta: dict[str, Any] = {
-        "idx_header": f.raw[:header_len].hex(),
-        "gzipped": f.gzipped,
-        "name": path.name,
-    }
-    if f.gzipped:
-        recipe = _gzip_recipe(path.read_bytes(), f.raw)
-        meta["gzip"] = recipe
-    images = f.array if f.array.ndim == 4 else f.array.reshape(len(f.array), 1, *f.array.shape[1:])
-    return np.ascontiguousarray(images), Container("idx", meta)
-
-
-def write_container(images: np.ndarray, container: dict[str, Any], out: str | Path) -> list[str]:
-    """Write decoded images in their original container, or as a NumPy array where `out` is
-    named `.npy` (what its name promises); returns notes for the user."""
-    out = Path(out)
-    kind = container.get("kind", "array")
-    notes: list[str] = []
-    if out.suffix.lower() == ".npy" and kind in ("idx", "folder"):
-        notes.append(
-            f"the original was {'an IDX file' if kind == 'idx' else 'a folder of images'}; "
-            "wrote a .npy array, as the output's name asks"
-            + (" (the image names are not kept)" if kind == "folder" else "")
-            + "; name it otherwise to get the original container back"
-        )
-        # the IDX's own shape, e.g. (N, 28, 28); a folder's images as they were
-        images = _idx_bytes(images, container)[1] if kind == "idx" else _channels_last(images)
-        kind = "array"
-    if kind == "folder":
-        from PIL import Image
-
-        names = container["names"]
-        if len(names) != len(images) or not all(_safe_relative_name(n) for n in names):
-            raise CodingError("the file is corrupt (bad image names in its header)")
-        out.mkdir(parents=True, exist_ok=True)
-        for name, arr in zip(names, _channels_last(images), strict=True):
-            if Path(name).suffix.lower() not in (".png",):
-                notes.append(f"{name}: written as lossless PNG data under its original name")
-            buf = _png_bytes(Image.fromarray(arr))
-            atomic_write_bytes(out / name, buf)
-        return notes[:1]
-    if kind == "idx":
-        raw = _idx_bytes(images, container)[0]
-        if container.get("gzipped"):
-            recipe = container.get("gzip")
-            if recipe:
-                c = zlib.compressobj(recipe["level"], zlib.DEFLATED, -15, recipe["memlevel"])
-                body = c.compress(raw) + c.flush()
-                trailer = struct.pack("<II", zlib.crc32(raw), len(raw) & 0xFFFFFFFF)
-                atomic_write_bytes(out, bytes.fromhex(recipe["gzip_header"]) + body + trailer)
-                return notes
-            notes.append(
-                "the original was gzip-compressed by a gzip whose stream zlib cannot "
-                "reproduce; wrote the IDX contents uncompressed (identical bytes to "
-                "`gunzip` of the original)"
-            )
-        atomic_write_bytes(out, raw)
-        return notes
-    arr = images
-    if kind == "npy":
-        shape = tuple(container["shape"])
-        arr = images.reshape(shape) if int(np.prod(shape)) == images.size else images
-        if container.get("dtype") != "uint8":
-            notes.append(f"the original array was {container.get('dtype')}; wrote uint8 pixels")
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    atomic_write_bytes(out, buf.getvalue())
-    return notes
-
-
-def _idx_bytes(images: np.ndarray, container: dict[str, Any]) -> tuple[bytes, np.ndarray]:
-    """The decoded IDX file's bytes (its stored header, then the pixels) and the array they
-    parse to, which checks that header and body agree."""
-    raw = bytes.fromhex(container["idx_header"]) + np.ascontiguousarray(images).tobytes()
-    return raw, parse_idx(raw, "decoded IDX")
-
-
-def _channels_last(images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) as image files hold them: (N, H, W) grey, (N, H, W, C) colour."""
-    return images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
-
-
-def _safe_relative_name(name: object) -> bool:
-    """An image path inside the output folder: relative, no '..', at most one class folder."""
-    if not isinstance(name, str) or not name or "\\" in name:
-        return False
-    parts = Path(name).parts
-    return (
-        not Path(name).is_absolute()
-        and len(parts) <= 2
-        and all(p not in ("", ".", "..") for p in parts)
-        and Path(name).suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
-def _png_bytes(im) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
 
 
 def compress_file(

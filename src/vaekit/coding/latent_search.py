@@ -1,6 +1,6 @@
 """Latents coded as binary decisions down a search of their window, for exact coding.
 
-`bitsback.LatentCoder` hands (mean, std) to constriction's quantized Gaussian, which
+`latents.LatentCoder` hands (mean, std) to constriction's quantized Gaussian, which
 evaluates the normal CDF with the platform's math library. `SearchedLatentCoder` computes
 every probability itself with `exact_arithmetic` (the same bits on any machine) and codes
 a latent symbol in [lo, hi) as the decisions of a binary search, each with the exact
@@ -16,45 +16,23 @@ import torch
 from torch.distributions import Distribution
 
 from vaekit.coding import exact_arithmetic as ex
-from vaekit.coding.bitsback import WINDOW_SIGMAS, CodingError, LatentCoder, _gaussian_params, _np
-from vaekit.distributions.likelihoods import PARAM_GRID, _bernoulli_family
+from vaekit.coding import interval
+from vaekit.coding.interval import IntervalSearch
+from vaekit.coding.latents import WINDOW_SIGMAS, LatentCoder, gaussian_params, on_grid
+from vaekit.distributions.likelihoods import PARAM_GRID
 from vaekit.distributions.mixture import DiagonalGaussianMixture
+from vaekit.errors import CodingError
 
-_TINY_MASS = 1e-300
 
-
-class _Search:
-    """A binary search over integer symbols [lo, hi) under N(mean, std) (grid units), with
-    the CDF at both ends of the current interval."""
-
-    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, mean: torch.Tensor, std: torch.Tensor):
-        if not bool(torch.isfinite(mean).all() & torch.isfinite(std).all()):
-            raise CodingError("the model gave a non-finite latent mean or scale")
-        self.lo, self.hi, self.mean, self.inv_std = lo, hi, mean.double(), 1.0 / std.double()
-        self.c_lo, self.c_hi = self.cdf(lo), self.cdf(hi)
-
-    def cdf(self, k: torch.Tensor) -> torch.Tensor:
-        """P(symbol < k): the mass below the bucket [k - 1/2, k + 1/2) of symbol k."""
-        return ex.finite_normal_cdf((k.double() - 0.5 - self.mean) * self.inv_std)
-
-    def active(self) -> torch.Tensor:
-        return self.hi - self.lo > 1
-
-    def upper_probability(self) -> torch.Tensor:
-        """P(symbol >= mid | lo <= symbol < hi) for every symbol; 1/2 where the interval has
-        no mass the spline can resolve (far tails)."""
-        self.mid = (self.lo + self.hi) >> 1
-        self.c_mid = self.cdf(self.mid)
-        mass = self.c_hi - self.c_lo
-        p = (self.c_hi - self.c_mid) / mass.clamp_min(_TINY_MASS)
-        return torch.where(mass > _TINY_MASS, p, 0.5).clamp(0.0, 1.0)
-
-    def descend(self, upper: torch.Tensor, active: torch.Tensor) -> None:
-        up, down = active & upper, active & ~upper
-        self.lo = torch.where(up, self.mid, self.lo)
-        self.c_lo = torch.where(up, self.c_mid, self.c_lo)
-        self.hi = torch.where(down, self.mid, self.hi)
-        self.c_hi = torch.where(down, self.c_mid, self.c_hi)
+def _gaussian_search(lo, hi, mean: torch.Tensor, std: torch.Tensor) -> IntervalSearch:
+    """The interval search over integer symbols [lo, hi) under N(mean, std) (grid units):
+    P(symbol < k) is the mass below the bucket [k - 1/2, k + 1/2) of symbol k."""
+    if not bool(torch.isfinite(mean).all() & torch.isfinite(std).all()):
+        raise CodingError("the model gave a non-finite latent mean or scale")
+    mean, inv_std = mean.double(), 1.0 / std.double()
+    return IntervalSearch(
+        lo, hi, lambda k: ex.finite_normal_cdf((k.double() - 0.5 - mean) * inv_std)
+    )
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -64,30 +42,14 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 @ex.raw
 def pop_symbols(coder, lo, hi, mean, std) -> np.ndarray:
     """Decode one symbol per element from [lo, hi) under N(mean, std) (flat tensors)."""
-    search = _Search(lo, hi, mean, std)
-    while bool((active := search.active()).any()):
-        p = search.upper_probability()
-        bits = coder.decode(_bernoulli_family(), _numpy(p[active]))
-        upper = torch.zeros_like(active)
-        upper[active] = torch.from_numpy(bits.astype(bool))
-        search.descend(upper, active)
-    return search.lo.numpy().astype(np.int32)
+    return interval.pop_symbols(coder, _gaussian_search(lo, hi, mean, std))
 
 
 @ex.raw
 def push_symbols(coder, symbols: np.ndarray, lo, hi, mean, std) -> None:
-    """Encode `symbols` so that `pop_symbols` with the same arguments decodes them: the
-    decisions are found top-down and pushed bottom-up (the coder is a stack)."""
-    search = _Search(lo, hi, mean, std)
+    """Encode `symbols` so that `pop_symbols` with the same arguments decodes them."""
     s = torch.from_numpy(symbols.astype(np.int64))
-    decisions = []
-    while bool((active := search.active()).any()):
-        p = search.upper_probability()
-        upper = s >= search.mid
-        decisions.append((_numpy(upper[active].to(torch.int32)), _numpy(p[active])))
-        search.descend(upper, active)
-    for bits, p in reversed(decisions):
-        coder.encode_reverse(bits, _bernoulli_family(), p)
+    interval.push_symbols(coder, s, _gaussian_search(lo, hi, mean, std))
 
 
 class SearchedLatentCoder(LatentCoder):
@@ -96,7 +58,7 @@ class SearchedLatentCoder(LatentCoder):
     exact = True
 
     def _posterior_window(self, q: Distribution):
-        mean, std = _gaussian_params(q, self.scale)
+        mean, std = gaussian_params(q, self.scale)
         mean = torch.from_numpy(mean).reshape(-1)
         std = torch.from_numpy(np.maximum(std, 0.5 * PARAM_GRID * self.scale)).reshape(-1)
         # the half-width: the power of two at or above max(8, 8 sigma), found exactly
@@ -138,8 +100,8 @@ class SearchedLatentCoder(LatentCoder):
         return _numpy(weights.expand(b, -1))
 
     def _mixture(self, p: DiagonalGaussianMixture):
-        weights = ex.softmax(torch.from_numpy(_np(p.logits)), -1)
-        return weights, _np(p.loc), _np(p.scale)
+        weights = ex.softmax(torch.from_numpy(on_grid(p.logits)), -1)
+        return weights, on_grid(p.loc), on_grid(p.scale)
 
     def _component_posterior(self, symbols, weights, loc, scale) -> np.ndarray:
         z = torch.from_numpy(symbols.astype(np.float64))[:, None, :] / self.scale

@@ -25,11 +25,10 @@ import numpy as np
 import torch
 
 from vaekit.randomness import ExampleNoise
-from vaekit.registry import Registry
+from vaekit.registry import PIXEL_MODES
 
 FIXED_BINARIZATION_SEED = 0
 
-PIXEL_MODES: Registry[type[PixelMode]] = Registry("pixel mode")
 Noise = ExampleNoise | torch.Generator | None
 
 

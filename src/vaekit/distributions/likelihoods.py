@@ -2,9 +2,10 @@
 
 Each `Likelihood` module knows how many parameter channels the decoder must output per
 image channel, builds a `torch.distributions.Distribution` over whole images from them
-(`log_prob` sums over pixels, in nats), maps data values to encoder inputs, and owns the
-entropy coding of its values: the bits-back coder asks it to push and pop pixels and never
-re-derives a probability itself. A new likelihood is one class here plus its registration.
+(`log_prob` sums over pixels, in nats), maps data values to encoder inputs, and gives the
+coder its p(x|z) (`coding_distribution`), which the coder never re-derives. A new
+likelihood is one class here plus its registration; a codable one adds its pixel coder in
+`vaekit.coding.pixels`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -167,11 +167,11 @@ class DiscretizedLogisticMixture(Distribution):
 
 class Likelihood(nn.Module):
     """Maps decoder outputs (..., params_per_channel * C, H, W) to a distribution over images
-    with batch shape (...), and codes images under it when its values are discrete."""
+    with batch shape (...). Where its values are discrete, `coding_distribution` is p(x|z)
+    for the coder (whose pixel coders, in `vaekit.coding.pixels`, are registered by name)."""
 
     name: str = ""
     params_per_channel: int = 1
-    codable: bool = False  # whether push/pop exist (discrete values)
 
     @classmethod
     def build(cls, n_mix: int = 5) -> Likelihood:
@@ -201,27 +201,12 @@ class Likelihood(nn.Module):
         """The distribution the coder uses: parameters in float64 on the `PARAM_GRID`."""
         raise NotImplementedError(f"the {self.name} likelihood has no discrete values to code")
 
-    def push(self, coder, values: np.ndarray, dist: Distribution) -> None:
-        """Encode integer values (B, C, H, W) onto an ANS stack under `dist`."""
-        raise NotImplementedError
-
-    def pop(self, coder, dist: Distribution) -> np.ndarray:
-        """Decode the values `push` encoded under the same `dist`: int32 (B, C, H, W)."""
-        raise NotImplementedError
-
-
-def _bernoulli_family():
-    import constriction
-
-    return constriction.stream.model.Bernoulli(perfect=False)
-
 
 @LIKELIHOODS.register("bernoulli")
 class BernoulliLikelihood(Likelihood):
     """Independent Bernoulli pixels, for binarized images; x in {0, 1}."""
 
     name = "bernoulli"
-    codable = True
 
     def distribution(self, params: torch.Tensor) -> Distribution:
         return BernoulliImage(full_precision(params), 3)
@@ -233,50 +218,12 @@ class BernoulliLikelihood(Likelihood):
     def coding_distribution(self, params: torch.Tensor) -> Distribution:
         return BernoulliImage(round_to_grid(params), 3)
 
-    def push(self, coder, values, dist):
-        probs = dist.base_dist.probs.reshape(-1).cpu().numpy()
-        coder.encode_reverse(values.reshape(-1).astype(np.int32), _bernoulli_family(), probs)
-
-    def pop(self, coder, dist):
-        probs = dist.base_dist.probs.reshape(-1).cpu().numpy()
-        out = coder.decode(_bernoulli_family(), probs)
-        return out.astype(np.int32).reshape(dist.base_dist.probs.shape)
-
-
-class _LevelSearch:
-    """Codes 8-bit levels as 8 binary decisions down a binary search of 0..255, each with
-    the exact conditional probability P(x >= mid | lo <= x < hi) from the CDF: the product
-    of the 8 probabilities is the level's probability under the distribution."""
-
-    def __init__(self, dist: DiscretizedLogisticMixture):
-        self.dist = dist
-        shape = dist.batch_shape
-        self.lo = torch.zeros(shape, dtype=torch.float64)
-        self.hi = torch.full(shape, 256.0, dtype=torch.float64)
-        self.c_lo = torch.zeros(shape, dtype=torch.float64)
-        self.c_hi = torch.ones(shape, dtype=torch.float64)
-
-    def upper_probability(self) -> np.ndarray:
-        """P(x >= mid | lo <= x < hi), flat; 1/2 where the interval has (numerically) no mass."""
-        self.mid = (self.lo + self.hi) / 2
-        self.c_mid = self.dist.cdf_below(self.mid)
-        mass = self.c_hi - self.c_lo
-        p = torch.where(mass > 1e-300, (self.c_hi - self.c_mid) / mass.clamp_min(1e-300), 0.5)
-        return p.clamp(0.0, 1.0).reshape(-1).numpy()
-
-    def descend(self, upper: torch.Tensor) -> None:
-        self.lo = torch.where(upper, self.mid, self.lo)
-        self.c_lo = torch.where(upper, self.c_mid, self.c_lo)
-        self.hi = torch.where(upper, self.hi, self.mid)
-        self.c_hi = torch.where(upper, self.c_hi, self.c_mid)
-
 
 @LIKELIHOODS.register("logistic-mixture")
 class LogisticMixtureLikelihood(Likelihood):
     """Discretized logistic mixture per pixel, for 8-bit images; x in {0, ..., 255}."""
 
     name = "logistic-mixture"
-    codable = True
 
     @classmethod
     def build(cls, n_mix: int = 5) -> Likelihood:
@@ -311,26 +258,6 @@ class LogisticMixtureLikelihood(Likelihood):
             for t in self._parts(full_precision(params.detach()))
         ]
         return Independent(DiscretizedLogisticMixture(*parts), 3)
-
-    def push(self, coder, values, dist):
-        # The decoder reads decision 1 first, so the encoder pushes decision 8 first.
-        search = _LevelSearch(dist.base_dist)
-        x = torch.from_numpy(values.astype(np.float64)).reshape(search.lo.shape)
-        decisions = []
-        for _ in range(8):
-            p = search.upper_probability()
-            bit = x >= search.mid
-            decisions.append((bit.reshape(-1).numpy().astype(np.int32), p))
-            search.descend(bit)
-        for bit, p in reversed(decisions):
-            coder.encode_reverse(bit, _bernoulli_family(), p)
-
-    def pop(self, coder, dist):
-        search = _LevelSearch(dist.base_dist)
-        for _ in range(8):
-            bit = coder.decode(_bernoulli_family(), search.upper_probability())
-            search.descend(torch.from_numpy(bit.astype(bool)).reshape(search.lo.shape))
-        return search.lo.numpy().astype(np.int32)
 
 
 @LIKELIHOODS.register("gaussian")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vaekit.fileio import atomic_save
+from vaekit.fileio import atomic_write_bytes, png_bytes
 
 
 def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
@@ -30,13 +30,18 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndar
     return out[0] if c == 1 else out.transpose(1, 2, 0)
 
 
+def grid_image(images: torch.Tensor, nrow: int | None = None, scale: int = 2) -> Image.Image:
+    """The grid of `images` as a Pillow image, enlarged `scale` times for viewing."""
+    im = Image.fromarray(grid(images, nrow))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    return im
+
+
 def save_grid(
     images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2
 ) -> Path:
     """Save images as one PNG grid (enlarged `scale` times for viewing); returns the path."""
     path = Path(path)
-    im = Image.fromarray(grid(images, nrow))
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-    atomic_save(path, lambda tmp: im.save(tmp, format="PNG"))
+    atomic_write_bytes(path, png_bytes(grid_image(images, nrow, scale)))
     return path

@@ -184,8 +184,7 @@ def quality_table(
     """FD, precision and recall against n real test images of: n training images (the
     floor), prior samples, ex-post mixture samples (fitted on `train_images` or read from the
     run) and reconstructions of the test images."""
-    from vaekit.generation.images import sample_images
-    from vaekit.generation.samplers import expost_gmm, gmm_images
+    from vaekit.generation.samplers import SAMPLERS
     from vaekit.randomness import seeded
 
     if net is None:
@@ -196,22 +195,15 @@ def quality_table(
     dev = next(model.parameters()).device
     test = torch.from_numpy(dataset.test[:n]).to(dev)
     table = {"real: training vs test images (floor)": quality(real, dataset.train[:n], net)}
-    table[f"samples, prior, T={temperature:g}"] = quality(
-        real,
-        _in_batches(lambda i, b: sample_images(model, b, seed + i, temperature).cpu(), n),
-        net,
-    )
-    if train_images is not None or run_dir is not None:
-        try:
-            gmm = expost_gmm(model, run_dir, train_images, seed=seed)
+    for sampler_class in dict(SAMPLERS.items()).values():
+        try:  # a sampler that cannot be fitted here (no training images) is left out
+            sampler = sampler_class(model).fit(run_dir, train_images, seed)
         except VaekitError:
-            gmm = None
-        if gmm is not None:
-            table[f"samples, ex-post GMM, T={temperature:g}"] = quality(
-                real,
-                _in_batches(lambda i, b: gmm_images(model, gmm, b, seed + i, temperature).cpu(), n),
-                net,
-            )
+            continue
+        draw = sampler.images
+        table[f"samples, {sampler.label}, T={temperature:g}"] = quality(
+            real, _in_batches(lambda i, b, draw=draw: draw(b, seed + i, temperature).cpu(), n), net
+        )
     with seeded(seed, dev):
         recon = _in_batches(
             lambda i, b: model.reconstruct(model.pixels.values(test[i : i + b], train=False)).cpu(),

@@ -18,30 +18,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from vaekit.checkpoint import load_checkpoint
 from vaekit.data.sources import load_dataset
 from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
-from vaekit.evaluation import evaluate
-from vaekit.fileio import atomic_write_text
-from vaekit.generation.grids import grid
+from vaekit.evaluation import evaluate, evaluation_table
+from vaekit.fileio import atomic_write_text, png_bytes
+from vaekit.generation.grids import grid_image
 from vaekit.generation.images import interpolate_images, reconstruct_images, sample_images
 from vaekit.run import RunFolder
 
 REPORT_NAME = "report.html"
 
 
-def _png(im: Image.Image) -> str:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _grid_png(images: torch.Tensor, nrow: int | None = None, scale: int = 2) -> str:
-    im = Image.fromarray(grid(images, nrow))
-    return _png(im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST))
+    return _data_url(png_bytes(grid_image(images, nrow, scale)))
 
 
 def _figure_png(fig) -> str:
@@ -50,7 +46,7 @@ def _figure_png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _data_url(buf.getvalue())
 
 
 def _plt():
@@ -155,24 +151,9 @@ def _table(rows: list[tuple[str, Any]]) -> str:
 
 
 def _evaluation_rows(res: dict[str, Any]) -> list[tuple[str, Any]]:
-    rows = [
-        ("test images", res["n"]),
-        ("reconstruction E_q[log p(x|z)] (nats)", f"{res['reconstruction']:.3f}"),
-        ("KL(q || p) (nats)", f"{res['kl']:.3f}"),
-        ("ELBO (nats)", f"{res['elbo']:.3f} ({res['elbo_bits_per_dim']:.4f} bits/dim)"),
-        ("active units", f"{res['active_units']} of {res['latent_dim']}"),
-    ]
-    if res.get("log_px") is not None:
-        rows.append(("log p(x), importance sampled (nats)", f"{res['log_px']:.3f}"))
-    for i, g in enumerate(res["groups"]):
-        if len(res["groups"]) > 1:
-            rows.append(
-                (
-                    f"group {i + 1}",
-                    f"{g['dims']} dims, KL {g['kl']:.3f}, {g['active_units']} active",
-                )
-            )
-    return rows
+    """The evaluation table the CLI prints (`evaluation_table`), as label and value cells."""
+    rows = [(r.label.strip(), " ".join(r.value.split())) for r in evaluation_table(res)]
+    return [("test images", res["n"]), *rows]
 
 
 def write_report(

@@ -1,4 +1,5 @@
-"""Where generated latents come from: the model's prior, or an ex-post density.
+"""Where generated latents come from: the model's prior, or an ex-post density, each a
+`Sampler` registered by name in `SAMPLERS` (`vaekit sample --sampler NAME`).
 
 The ex-post sampler (Ghosh et al. 2020; the pythae benchmark's main finding) fits a Gaussian
 mixture (scikit-learn) to the posterior means of the training set and samples latents from
@@ -18,11 +19,13 @@ import torch
 
 from vaekit.errors import VaekitError
 from vaekit.fileio import atomic_write_text
+from vaekit.generation.images import sample_images
 from vaekit.models import LatentVariableModel
 from vaekit.randomness import seeded
+from vaekit.registry import Registry
+from vaekit.run import RunFolder
 
-SAMPLERS = ("prior", "gmm")
-GMM_FILE = "sampler-gmm.json"
+GMM_FILE = RunFolder.SAMPLER_GMM
 # vaekit 0.3 fitted a dynamically binarized model's mixture to grey 0..255 inputs it never
 # saw in training; files without this mark are refitted
 FITTED_ON = "training values (vaekit >= 0.4)"
@@ -130,3 +133,70 @@ def gmm_images(
     z = torch.from_numpy(gmm.sample(n, temperature, seed)).float().to(dev)
     with seeded(seed, dev):
         return model.likelihood.display(model.decode(z))
+
+
+class Sampler:
+    """Draws images from a trained model: `fit` once (it may read or save what it learns
+    in the run folder), then `images` as often as wanted."""
+
+    label = ""  # its name in quality tables
+    fit_note: str | None = None  # said when `fit` has to learn from the training images
+
+    def __init__(self, model: LatentVariableModel):
+        self.model = model
+
+    def temperature(self, temperatures: list[float]) -> float | list[float]:
+        """The temperature `images` takes from one number, or one per latent group."""
+        return temperatures[0] if len(temperatures) == 1 else temperatures
+
+    def needs_training_images(self, run_dir: str | Path | None) -> bool:
+        """Whether `fit` must be given the run's training images."""
+        return False
+
+    def fit(
+        self, run_dir: str | Path | None, train_images: torch.Tensor | None = None, seed: int = 0
+    ) -> Sampler:
+        return self
+
+    def images(  # pragma: no cover
+        self, n: int, seed: int = 0, temperature: float | list[float] = 1.0
+    ) -> torch.Tensor:
+        """n images in [0, 1]."""
+        raise NotImplementedError
+
+
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
+
+
+@SAMPLERS.register("prior")
+class PriorSampler(Sampler):
+    """z ~ p(z), each group's noise scaled by its temperature."""
+
+    label = "prior"
+
+    def images(self, n, seed=0, temperature=1.0):
+        return sample_images(self.model, n, seed, temperature)
+
+
+@SAMPLERS.register("gmm")
+class ExPostSampler(Sampler):
+    """z from a Gaussian mixture fitted to the training set's posterior means (saved in the
+    run folder on first use)."""
+
+    label = "ex-post GMM"
+    fit_note = "fitting the ex-post mixture to the training set's posterior means"
+
+    def temperature(self, temperatures):
+        if len(temperatures) != 1:
+            raise ValueError("the gmm sampler takes one temperature")
+        return temperatures[0]
+
+    def needs_training_images(self, run_dir):
+        return run_dir is None or gmm_needs_fit(run_dir)
+
+    def fit(self, run_dir, train_images=None, seed=0):
+        self.gmm = expost_gmm(self.model, run_dir, train_images, seed=seed)
+        return self
+
+    def images(self, n, seed=0, temperature=1.0):
+        return gmm_images(self.model, self.gmm, n, seed, temperature)

@@ -33,9 +33,10 @@ class TensorBoardLog:
         self.images_every = max(1, images_every)
 
     def __call__(self, row: dict[str, Any], model: LatentVariableModel) -> None:
-        epoch = int(row["epoch"])
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool):
+        scalars = dict(row)
+        epoch = int(scalars.pop("epoch"))  # the x axis, not a curve
+        for key, value in scalars.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 self.writer.add_scalar(key, value, epoch)
         if epoch == 1 or epoch % self.images_every == 0:
             dev = next(model.parameters()).device

@@ -31,9 +31,7 @@ from torch.distributions import Distribution, kl_divergence
 from vaekit.config import ModelConfig
 from vaekit.data.pixels import PixelMode
 from vaekit.distributions import Likelihood, kl_per_dim
-from vaekit.registry import Registry
-
-MODELS: Registry[type[LatentVariableModel]] = Registry("model family")
+from vaekit.registry import MODELS
 
 ANALYTIC = "analytic"
 MONTE_CARLO = "1-sample Monte Carlo"
@@ -86,6 +84,10 @@ class LatentVariableModel(nn.Module):
     config: ModelConfig
     pixels: PixelMode
     likelihood: Likelihood
+    # how bits-back coding orders this family's latents (coding.bitsback.SCHEMES):
+    # "top-down" needs `coding_posterior` and `coding_prior`; "bitswap" needs a Markov
+    # chain's `chain_posterior` and `chain_prior` instead
+    coding_scheme: str = "top-down"
 
     @staticmethod
     def config_problem(config: ModelConfig) -> str | None:
@@ -145,7 +147,8 @@ class LatentVariableModel(nn.Module):
     def coding_posterior(
         self, x: torch.Tensor, upper: list[torch.Tensor], particles: int = 1
     ) -> Distribution:
-        """q(z_l | x, z_>l) of the next group (a diagonal Gaussian) for bits-back coding. With
+        """q(z_l | x, z_>l) of the next group (a diagonal Gaussian) for bits-back coding under
+        the top-down scheme (a "bitswap" family gives `chain_posterior` instead). With
         `particles` = K, each image of x stands for K particles: the rows of `upper` and of q
         are the K x B particles, particle-major, and the work that depends on x alone (the
         encoder) runs once per image. Under exact arithmetic, where every row is computed on
@@ -153,7 +156,7 @@ class LatentVariableModel(nn.Module):
         raise NotImplementedError  # pragma: no cover
 
     def coding_prior(self, upper: list[torch.Tensor]) -> Distribution:
-        """p(z_l | z_>l) of the next group for bits-back coding."""
+        """p(z_l | z_>l) of the next group for bits-back coding (the top-down scheme)."""
         raise NotImplementedError  # pragma: no cover
 
     def init_from_data(self, values: torch.Tensor, output_bias: bool) -> None:

@@ -43,7 +43,7 @@ class MarkovHierarchy(LatentHierarchy):
     family = "bitswap"
     example_groups = "[8, 8, 8, 8]"
 
-    markov = True  # the bits-back coder interleaves its levels (Bit-Swap)
+    coding_scheme = "bitswap"  # the bits-back coder interleaves its levels (Bit-Swap)
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
@@ -147,10 +147,3 @@ class MarkovHierarchy(LatentHierarchy):
             z = p.mean + t * p.stddev * torch.randn_like(p.mean)
             out.append(z)
         return torch.cat(out, -1)
-
-    def coding_posterior(self, x, upper, particles=1):  # pragma: no cover
-        # the coder interleaves the levels instead (Bit-Swap)
-        raise NotImplementedError("a Markov hierarchy is coded level by level (Bit-Swap)")
-
-    def coding_prior(self, upper):  # pragma: no cover
-        raise NotImplementedError("a Markov hierarchy is coded level by level (Bit-Swap)")

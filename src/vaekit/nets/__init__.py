@@ -9,7 +9,7 @@ from torch import nn
 
 from vaekit.nets.conv import ConvDecoder, ConvEncoder
 from vaekit.nets.mlp import MLPDecoder, MLPEncoder
-from vaekit.registry import Registry
+from vaekit.registry import ARCHITECTURES
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
@@ -35,7 +35,6 @@ class Architecture:
         )
 
 
-ARCHITECTURES: Registry[Architecture] = Registry("architecture")
 ARCHITECTURES.register("mlp")(Architecture(MLPEncoder, MLPDecoder, 65536))
 ARCHITECTURES.register("conv")(Architecture(ConvEncoder, ConvDecoder, 2048))
 

@@ -8,12 +8,11 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaekit.registry import Registry
+from vaekit.registry import PRIORS
 
 if TYPE_CHECKING:
     from vaekit.config import ModelConfig
 
-PRIORS: Registry[type[Prior]] = Registry("prior")
 
 
 class Prior(nn.Module):

@@ -43,4 +43,3 @@ def epoch_batches(
     perm = perm.to(device)
     for i in range(steps):
         yield train[perm[i * b : (i + 1) * b]]
-

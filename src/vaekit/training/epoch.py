@@ -16,6 +16,7 @@ from vaekit.checkpoint import TrainingState, checkpoint_path, save_checkpoint
 from vaekit.device import rng_state
 from vaekit.errors import TrainingDiverged
 from vaekit.evaluation import evaluate
+from vaekit.registry import OBJECTIVES
 from vaekit.run import collapse_note
 from vaekit.training.batches import epoch_batches
 from vaekit.training.schedules import kl_weight, learning_rate
@@ -130,8 +131,8 @@ def metrics_row(run: Start, stepper: Stepper, epoch: int, totals: EpochTotals) -
         "world_size": run.world.size,
         "autocast": "bf16" if stepper.bf16 else None,
     }
-    if t.objective == "iwae":
-        row["train_bound_name"] = f"iwae-k{t.iw_k}"
+    if bound_name := OBJECTIVES.get(t.objective).bound_name(t.iw_k):
+        row["train_bound_name"] = bound_name
     if t.ema:
         row["test_weights"] = f"ema-{t.ema:g}"  # the training columns are the raw weights'
     return row

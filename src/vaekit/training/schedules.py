@@ -83,4 +83,3 @@ def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
     if t.kl_warmup_epochs <= 0:
         return t.beta
     return t.beta * min(1.0, step / (t.kl_warmup_epochs * steps_per_epoch))
-

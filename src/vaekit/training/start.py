@@ -46,7 +46,6 @@ def _start(
     return model, config, state, splits
 
 
-
 SMALL_RUN_STEPS = 1000  # fewer optimizer steps than this rarely trains a VAE of these sizes
 
 
@@ -63,6 +62,11 @@ def _data_notes(n_train: int, steps_per_epoch: int, epochs: int) -> list[str]:
     ]
 
 
+# settings a resumed run may be given anew without a warning: more epochs, and the image
+# shape that a new run's config leaves at its default and the data sets
+_RESUME_MAY_DIFFER = frozenset({"epochs", "image_shape"})
+
+
 def _resume_notes(given: Config | None, run: Config) -> list[str]:
     """A warning naming the settings of `given` that differ from the resumed run's own."""
     if given is None:
@@ -72,7 +76,7 @@ def _resume_notes(given: Config | None, run: Config) -> list[str]:
         f"{section}.{k}"
         for section in ("model", "train")
         for k in a[section]
-        if a[section][k] != b[section].get(k) and k not in ("epochs", "image_shape")
+        if a[section][k] != b[section].get(k) and k not in _RESUME_MAY_DIFFER
     ]
     if not differ:
         return []
@@ -80,7 +84,6 @@ def _resume_notes(given: Config | None, run: Config) -> list[str]:
         "resume continues with the run's own settings; these given settings differ and were "
         f"ignored: {', '.join(differ)}. Start a new run (another --out) to change them"
     ]
-
 
 
 @dataclass
@@ -170,6 +173,18 @@ def start_run(
     for note in notes if world.is_main else []:
         tqdm.write(f"warning: {note}", file=sys.stderr)
     return Start(
-        run_dir, folder, config, model, state, splits, world, device, data_gen, b, steps,
-        steps * t.epochs, state.step, notes,
+        run_dir,
+        folder,
+        config,
+        model,
+        state,
+        splits,
+        world,
+        device,
+        data_gen,
+        b,
+        steps,
+        steps * t.epochs,
+        state.step,
+        notes,
     )

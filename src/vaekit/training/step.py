@@ -57,6 +57,7 @@ def weight_average(
         ema.n_averaged.fill_(1)  # an average under way: the next update blends, not copies
     return ema
 
+
 def clip_gradients(
     params: list[torch.Tensor], max_norm: float | None, scale_always: bool
 ) -> torch.Tensor:
@@ -105,7 +106,6 @@ class DivergenceGuard:
                 f"; the last good checkpoint in {self.run_dir} is kept. Try a lower "
                 "--set train.lr=..."
             )
-
 
 
 class Stepper:

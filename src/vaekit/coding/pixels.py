@@ -1,0 +1,101 @@
+"""Coding pixels under a likelihood: one coder per codable likelihood, registered by the
+likelihood's name. A likelihood says what p(x|z) is (`Likelihood.coding_distribution`);
+its pixel coder pushes and pops values under it, and says how the generic fallback coder
+(xz) sees the values."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.distributions import Distribution
+
+from vaekit.coding.interval import IntervalSearch, binary_model, pop_symbols, push_symbols
+from vaekit.distributions.likelihoods import Likelihood
+from vaekit.errors import CodingError
+from vaekit.registry import Registry
+
+
+class PixelCoder:
+    """Pushes and pops integer values (B, C, H, W) under a likelihood's coding distribution."""
+
+    def push(self, coder, values: np.ndarray, dist: Distribution) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def pop(self, coder, dist: Distribution) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def generic_bytes(self, values: np.ndarray) -> bytes:
+        """The values as the generic coder sees them: one byte each."""
+        return values.tobytes()
+
+    def generic_size(self, values: int) -> int:
+        """Bytes `generic_bytes` gives for this many values."""
+        return values
+
+    def from_generic_bytes(self, raw: np.ndarray, values: int) -> np.ndarray:
+        """Undo `generic_bytes` (uint8 in, the first `values` values out)."""
+        return raw
+
+
+PIXEL_CODERS: Registry[PixelCoder] = Registry("pixel coder")
+
+
+@PIXEL_CODERS.register("bernoulli")
+class BinaryPixels(PixelCoder):
+    """Binary pixels, one Bernoulli decision each; the generic coder gets 8 to a byte."""
+
+    def push(self, coder, values, dist):
+        probs = dist.base_dist.probs.reshape(-1).cpu().numpy()
+        coder.encode_reverse(values.reshape(-1).astype(np.int32), binary_model(), probs)
+
+    def pop(self, coder, dist):
+        probs = dist.base_dist.probs.reshape(-1).cpu().numpy()
+        out = coder.decode(binary_model(), probs)
+        return out.astype(np.int32).reshape(dist.base_dist.probs.shape)
+
+    def generic_bytes(self, values):
+        return np.packbits(values).tobytes()
+
+    def generic_size(self, values):
+        return (values + 7) // 8
+
+    def from_generic_bytes(self, raw, values):
+        return np.unpackbits(raw)[:values]
+
+
+@PIXEL_CODERS.register("logistic-mixture")
+class EightBitLevels(PixelCoder):
+    """8-bit levels as 8 decisions down a binary search of 0..255 under the discretized
+    logistic mixture's CDF."""
+
+    @staticmethod
+    def _search(dist: Distribution) -> IntervalSearch:
+        base = dist.base_dist
+        shape = base.batch_shape
+        ones = torch.ones(shape, dtype=torch.float64)
+        return IntervalSearch(
+            torch.zeros(shape, dtype=torch.int64),
+            torch.full(shape, 256, dtype=torch.int64),
+            lambda level: base.cdf_below(level.double()),
+            c_lo=torch.zeros_like(ones),
+            c_hi=ones,
+        )
+
+    def push(self, coder, values, dist):
+        search = self._search(dist)
+        push_symbols(
+            coder, torch.from_numpy(values.astype(np.int64)).reshape(search.lo.shape), search
+        )
+
+    def pop(self, coder, dist):
+        return pop_symbols(coder, self._search(dist))
+
+
+def pixel_coder(likelihood: Likelihood) -> PixelCoder:
+    """The coder for `likelihood`'s values, or a CodingError that says why there is none."""
+    if likelihood.name not in PIXEL_CODERS:
+        raise CodingError(
+            f"a model with a {likelihood.name} likelihood has no discrete p(x|z): lossless "
+            f"coding needs a binary (bernoulli) or 8-bit (logistic-mixture) model"
+        )
+    return PIXEL_CODERS.get(likelihood.name)()
