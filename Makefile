@@ -1,4 +1,4 @@
-# `make demo` sets up a virtual environment and runs the main job; `make test` runs the tests.
+# `make demo` sets up a virtual environment and shows every use; `make test` runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed
 # The CPU wheel of torch lies on this machine's disk; installing it first keeps pip from
 # resolving torch>=2.4 to a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
+# Where mnist/ and fashion-mnist/ are (IDX .gz files; README "Data").
+export VAEKIT_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint docs bench clean
 
 setup: $(STAMP)
 
@@ -18,21 +20,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The README's quickstart, line for line (tests/test_readme.py runs it on a small data set).
 demo: $(STAMP)
-	$(VENV)/bin/vaekit train --preset demo --out runs/demo
-	$(VENV)/bin/vaekit evaluate runs/demo --k 500
-	$(VENV)/bin/vaekit sample runs/demo --out runs/demo/samples.png
-	$(VENV)/bin/vaekit reconstruct runs/demo --out runs/demo/reconstructions.png
-	$(VENV)/bin/vaekit interpolate runs/demo --out runs/demo/interpolations.png
+	PATH=$(abspath $(VENV))/bin:$$PATH sh scripts/demo.sh
 
 test: $(STAMP)
 	$(PY) -m pytest
+	$(MAKE) lint
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) benchmarks/mnist_nll.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs site .pytest_cache

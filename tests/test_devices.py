@@ -23,9 +23,10 @@ def test_rng_state_holds_the_cuda_generator_on_cuda(monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.xfail(
-    reason="measured failing on an H100 (torch 2.11+cu130, 2026-11-27), also under "
-    "torch.use_deterministic_algorithms: resume on CUDA is not yet exact",
-    strict=False,
+    reason="known limitation: resume on CUDA is not yet exact (measured failing on an H100, "
+    "torch 2.11+cu130, 2026-11-27, also under torch.use_deterministic_algorithms); strict, so "
+    "the day it passes the suite says so and this mark must go",
+    strict=True,
 )
 def test_resume_is_exact_on_cuda(tmp_path, npy_data):
 

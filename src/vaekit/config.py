@@ -168,6 +168,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"hidden": [256, 256], "latent_dim": 16},
         "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3},
     },
+    # `make demo`: every use in a few minutes on 2 cores. 8-bit pixels, so that the demo codes
+    # the real MNIST test file (a binary model codes binarized images only).
+    "demo-8bit": {
+        "model": {"hidden": [256, 256], "latent_dim": 16, "pixels": "8bit", "n_mix": 3},
+        "train": {"epochs": 3, "batch_size": 128, "lr": 2e-3},
+    },
     # The reference MLP for dynamically binarized MNIST (benchmarks/mnist_nll.py). Batches of
     # 512 keep the CPU's matmul units busier than smaller ones.
     "mlp": {"model": {"hidden": [512, 512], "latent_dim": 32}, "train": _MLP_TRAIN},

@@ -54,6 +54,10 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> T:
+        """Remove `name` (a plugin's or a test's entry); returns what it held."""
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         """The entry for `name`, or a ValueError that lists the choices."""
         self._load()

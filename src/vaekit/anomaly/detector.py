@@ -315,7 +315,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
             return None
         return lambda: self._fit_part(part)
 
-    def _fit_part(self, part: str) -> Any:
+    def _fit_part(self, part: str, note: bool = True) -> Any:
         """Fit a missing part on the run's training data, in memory (said on stderr)."""
         t0 = time.perf_counter()
         train = self._run_training_images()
@@ -326,7 +326,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
         }[part](train)
         setattr(self, f"{part}_", value)
         self.fitted_now_ = [*getattr(self, "fitted_now_", []), part]
-        if self.progress:
+        if self.progress and note:
             print(
                 f"note: fitted the score's {part} on the run's training data in memory "
                 f"({time.perf_counter() - t0:.0f} s); `vaekit fit-scores {self.run_dir_}` "
@@ -377,7 +377,7 @@ class AnomalyDetector(OutlierMixin, BaseEstimator, metaclass=_RenamedParameters)
                     raise VaekitError(
                         "only a detector loaded from a run folder fits its parts later"
                     )
-                self._fit_part(part)
+                self._fit_part(part, note=False)
         return getattr(self, "fitted_now_", [])[len(before) :]
 
     def keep_parts(self, run_dir: str | Path | None = None) -> list[Path]:

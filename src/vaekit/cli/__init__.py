@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import click
@@ -23,6 +24,24 @@ from vaekit.evaluation.result import format_row
 from vaekit.generation import interpolate_images, reconstruct_images, save_grid
 from vaekit.generation.samplers import SAMPLERS
 from vaekit.training import train
+
+
+class _RegistryChoice(click.Choice):
+    """A choice among a registry's names, read when the command runs: an entry registered
+    after import (a plugin's) is offered too."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        self._names = names
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ sets it; the registry decides
+        pass
+
 
 # Ranges are checked by click before any work starts: a bad value is one line and exit 2.
 _POSITIVE = click.IntRange(min=1)
@@ -309,7 +328,7 @@ def evaluate_cmd(run_dir, k, as_json, batch_size, limit, seed, sample, control_k
 )
 @click.option(
     "--sampler",
-    type=click.Choice(SAMPLERS.names()),
+    type=_RegistryChoice(SAMPLERS.names),
     default="prior",
     show_default=True,
     help="prior: z ~ p(z); gmm: a Gaussian mixture fitted to the training set's posterior "
@@ -514,13 +533,19 @@ def decompress_cmd(run_dir, input_path, output) -> None:
 _score_opt = click.option(
     "--score",
     "score",
-    type=click.Choice([*SCORE_ALIASES, *SCORE_KINDS]),
+    type=_RegistryChoice(lambda: [*SCORE_ALIASES, *SCORE_KINDS]),
     help="[the detector's; auto: combined, every kind's tail probability under held-out "
     "normal data, combined by Fisher's method within the VAE's kinds and within the local "
     "intensity model's, the smaller p of the two calibrated again; level-ratio needs a "
     "hierarchy]",
 )
 _k_opt = click.option("--k", "k", type=_POSITIVE, help="Importance samples for surprise [100].")
+_limit_opt = click.option("--limit", type=_POSITIVE, help="Only the first N examples of an input.")
+
+
+def _examples(path: str, limit: int | None):
+    x, labels = read_examples(path)
+    return x[:limit], None if labels is None else labels[:limit]
 
 
 @main.command("score")
@@ -528,9 +553,10 @@ _k_opt = click.option("--k", "k", type=_POSITIVE, help="Importance samples for s
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True))
 @_score_opt
 @_k_opt
+@_limit_opt
 @click.option("--out", type=click.Path(dir_okay=False), default="scores.csv", show_default=True)
 @_friendly_errors
-def score_cmd(run_dir, input_path, score, k, out) -> None:
+def score_cmd(run_dir, input_path, score, k, limit, out) -> None:
     """Anomaly score (bits, higher = more anomalous) of every example in INPUT, as CSV."""
     from vaekit.anomaly.detector import AnomalyDetector, write_scores
 
@@ -538,7 +564,7 @@ def score_cmd(run_dir, input_path, score, k, out) -> None:
     det.progress = True  # a plain run folder's missing parts are fitted in memory: say so
     if k is not None:
         det.k = k
-    x, labels = read_examples(input_path)
+    x, labels = _examples(input_path, limit)
     scores = det.anomaly_score(x, score)
     write_scores(Path(out), scores, labels)
     click.echo(
@@ -587,9 +613,12 @@ def fit_scores_cmd(run_dir, score) -> None:
 )
 @_score_opt
 @_k_opt
+@_limit_opt
 @click.option("--out", type=click.Path(file_okay=False), default="detections", show_default=True)
 @_friendly_errors
-def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score, k, out) -> None:
+def detect_cmd(
+    run_dir, input_path, contamination, normal_path, quantile, score, k, limit, out
+) -> None:
     """Flag anomalies in INPUT; writes flagged.csv, scores.csv and PNG grids of the extremes."""
     import numpy as np
 
@@ -602,9 +631,9 @@ def detect_cmd(run_dir, input_path, contamination, normal_path, quantile, score,
         det.k = k
     if score:
         det.score_kind = score
-    x, labels = read_examples(input_path)
+    x, labels = _examples(input_path, limit)
     if normal_path is not None:
-        det.calibrate(read_examples(normal_path)[0], quantile)
+        det.calibrate(_examples(normal_path, limit)[0], quantile)
     scores = det.anomaly_score(x)
     if contamination is not None:
         det.set_threshold_by_contamination(scores, contamination)

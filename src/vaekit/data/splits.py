@@ -67,11 +67,3 @@ def sample_values(
     with seeded(seed, raw.device):
         return pixel_mode(mode_name).values(raw, train=True).float()
 
-
-def data_statistics(
-    train: torch.Tensor | NpyShards, mode_name: str, seed: int, n: int = 10000
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel mean and standard deviation of the training values (each (C, H, W)),
-    from up to `n` images chosen with `seed`."""
-    values = sample_values(train, mode_name, seed, n)
-    return values.mean(0), values.std(0, correction=0)

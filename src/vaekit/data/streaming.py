@@ -60,12 +60,6 @@ class NpyShards(Dataset):
         return state
 
 
-def is_shard_folder(path: str | Path) -> bool:
-    """A folder with `.npy` files directly or under `train/`."""
-    path = Path(path)
-    return path.is_dir() and (any(path.glob("*.npy")) or any((path / "train").glob("*.npy")))
-
-
 def open_shards(path: str | Path) -> tuple[NpyShards, NpyShards]:
     """(train, test) shard datasets from a shard folder."""
     path = Path(path)

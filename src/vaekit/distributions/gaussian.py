@@ -9,6 +9,9 @@ from __future__ import annotations
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
+# log-variances of posteriors are clamped here: exp() stays finite in float32 either way
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
 
 def diagonal_gaussian(mean: torch.Tensor, logvar: torch.Tensor) -> Independent:
     """N(mean, diag(exp(logvar))) over the last dimension."""

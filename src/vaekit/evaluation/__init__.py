@@ -73,6 +73,24 @@ def evaluate(
     return summarize(model, terms, k, world, t0)
 
 
+def _control(model, images, control_k, control_samples, progress, max_batch, t0):
+    """`evaluate_sampled`'s control on every image: its result dict, the control per image
+    and the control's name."""
+    if control_k:
+        terms = per_example(
+            model, images, k=control_k, batch_size=100, progress=progress, max_batch=max_batch
+        )
+        res = summarize(model, terms, control_k, t0=t0)
+        return res, terms["log_px"].cpu(), f"IS log p(x) with K={control_k} samples from q(z|x)"
+    passes = [
+        per_example(model, images, k=0, batch_size=500, seed=s, progress=progress and s == 0)
+        for s in range(control_samples)
+    ]
+    res = summarize(model, passes[0], 0, t0=t0)  # evaluate(k=0) of all images
+    control = torch.stack([p["elbo"].cpu() for p in passes]).mean(0)
+    return res, control, f"the ELBO (the mean of {control_samples} one-sample ELBOs)"
+
+
 def evaluate_sampled(
     model: LatentVariableModel,
     images: torch.Tensor,
@@ -104,21 +122,9 @@ def evaluate_sampled(
             "0 <= control k < k (a control as costly as the target gains nothing)"
         )
     t0 = time.perf_counter()
-    if control_k:
-        terms = per_example(
-            model, images, k=control_k, batch_size=100, progress=progress, max_batch=max_batch
-        )
-        res = summarize(model, terms, control_k, t0=t0)
-        control = terms["log_px"].cpu()
-        control_name = f"IS log p(x) with K={control_k} samples from q(z|x)"
-    else:
-        passes = [
-            per_example(model, images, k=0, batch_size=500, seed=s, progress=progress and s == 0)
-            for s in range(control_samples)
-        ]
-        res = summarize(model, passes[0], 0, t0=t0)  # evaluate(k=0) of all images
-        control = torch.stack([p["elbo"].cpu() for p in passes]).mean(0)
-        control_name = f"the ELBO (the mean of {control_samples} one-sample ELBOs)"
+    res, control, control_name = _control(
+        model, images, control_k, control_samples, progress, max_batch, t0
+    )
     g = torch.Generator().manual_seed(sample_seed)
     index = torch.randperm(n_all, generator=g)[:sample].sort().values
     log_px_i = per_example(

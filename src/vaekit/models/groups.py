@@ -15,7 +15,6 @@ from vaekit.models.base import LatentVariableModel
 from vaekit.nets import ARCHITECTURES
 from vaekit.priors import PRIORS
 
-LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 # Log-variances of conditional priors and posteriors inside a hierarchy are bounded smoothly
 # to +-LOGVAR_SOFT: a conditional prior free to shrink its variance without limit makes the
 # KL of q's offset from it blow up (it did, to 1e11 nats, within 100 steps of a short run).

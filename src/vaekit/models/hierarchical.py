@@ -31,37 +31,22 @@ from torch.distributions import Distribution, Independent
 
 from vaekit.config import ModelConfig
 from vaekit.distributions import diagonal_gaussian, full_precision
+from vaekit.distributions.gaussian import LOGVAR_MAX, LOGVAR_MIN
 from vaekit.distributions.sampling import sample_with_temperature
 from vaekit.models.base import MODELS, Inference, LatentGroup, group_kl
 from vaekit.models.groups import (
-    LOGVAR_MAX,
-    LOGVAR_MIN,
     LatentHierarchy,
     draw,
     group_temperatures,
     soft_bound,
 )
-from vaekit.nets.mlp import activation_class
+from vaekit.nets.mlp import activation_class, mlp
 from vaekit.priors import make_prior
 
 
 def _mlp(sizes: list[int], activation: str, last_scale: float = 1.0) -> nn.Sequential:
-    """Linear layers with activations between them; the last layer's weights scaled down
-    (a residual branch that starts near zero leaves the path it joins unchanged)."""
-    act = activation_class(activation)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        if i:
-            layers.append(act())
-        layers.append(nn.Linear(a, b))
-        # He initialisation keeps signals at unit scale through the stack; PyTorch's default
-        # shrinks their variance about 3-fold per layer, and a latent that reaches the
-        # decoder that faint is ignored (posterior collapse within the first epoch).
-        nn.init.kaiming_normal_(layers[-1].weight, nonlinearity="relu")
-    with torch.no_grad():
-        layers[-1].weight.mul_(last_scale)
-        layers[-1].bias.zero_()
-    return nn.Sequential(*layers)
+    """A residual branch's MLP: activations between layers, He init, a scaled last layer."""
+    return mlp(sizes, activation, final_activation=False, he_init=True, last_scale=last_scale)
 
 
 @dataclass

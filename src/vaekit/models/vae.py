@@ -8,6 +8,7 @@ from torch.distributions import Distribution, Independent
 from vaekit.config import ModelConfig
 from vaekit.data.pixels import pixel_mode
 from vaekit.distributions import diagonal_gaussian, full_precision, make_likelihood, repeat_rows
+from vaekit.distributions.gaussian import LOGVAR_MAX, LOGVAR_MIN
 from vaekit.distributions.sampling import sample_with_temperature
 from vaekit.models.base import MODELS, Inference, LatentGroup, LatentVariableModel, group_kl
 from vaekit.nets import ARCHITECTURES
@@ -42,7 +43,7 @@ class VAE(LatentVariableModel):
         mean, logvar = self.encoder(u)
         mean, logvar = full_precision(mean), full_precision(logvar)
         # Bounds keep exp() finite early in training; they are far outside useful values.
-        return diagonal_gaussian(mean, logvar.clamp(-30.0, 20.0))
+        return diagonal_gaussian(mean, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
 
     def encode(self, x: torch.Tensor) -> Independent:
         """q(z|x) for data values x (B, C, H, W) as a diagonal Gaussian."""

@@ -27,13 +27,36 @@ def activation_class(name: str) -> type[nn.Module]:
     return ACTIVATIONS.get(name)
 
 
-def _stack(sizes: Sequence[int], activation: str, dropout: float = 0.0) -> nn.Sequential:
+def mlp(
+    sizes: Sequence[int],
+    activation: str,
+    dropout: float = 0.0,
+    final_activation: bool = True,
+    he_init: bool = False,
+    last_scale: float = 1.0,
+) -> nn.Sequential:
+    """Linear layers of `sizes` with `activation` after each (but the last, without
+    `final_activation`), dropout after each activation while training. `he_init`: He-normal
+    weights, and the last layer's weights times `last_scale` with its bias zero (a residual
+    branch that starts near zero leaves the path it joins unchanged)."""
     act = activation_class(activation)
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(a, b), act()]
-        if dropout:  # only then: without it, checkpoints keep their layer names
-            layers.append(nn.Dropout(dropout))
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if he_init:
+            # He initialisation keeps signals at unit scale through the stack; PyTorch's
+            # default shrinks their variance about 3-fold per layer, and a latent that reaches
+            # the decoder that faint is ignored (posterior collapse within the first epoch).
+            nn.init.kaiming_normal_(layers[-1].weight, nonlinearity="relu")
+        if final_activation or i < len(sizes) - 2:
+            layers.append(act())
+            if dropout:  # only then: without it, checkpoints keep their layer names
+                layers.append(nn.Dropout(dropout))
+    if he_init:
+        last = [m for m in layers if isinstance(m, nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(last_scale)
+            last.bias.zero_()
     return nn.Sequential(*layers)
 
 
@@ -49,7 +72,7 @@ class MLPEncoder(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.body = _stack([math.prod(image_shape), *hidden], activation, dropout)
+        self.body = mlp([math.prod(image_shape), *hidden], activation, dropout)
         self.head = nn.Linear(hidden[-1] if hidden else math.prod(image_shape), 2 * latent_dim)
 
     @classmethod
@@ -76,7 +99,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         c, h, w = image_shape
         self.out_shape = (params_per_channel * c, h, w)
-        self.body = _stack([latent_dim, *hidden], activation, dropout)
+        self.body = mlp([latent_dim, *hidden], activation, dropout)
         self.head = nn.Linear(hidden[-1] if hidden else latent_dim, math.prod(self.out_shape))
 
     @classmethod
