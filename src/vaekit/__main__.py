@@ -1,3 +1,5 @@
+"""`python -m vaekit`: the command line."""
+
 from vaekit.cli import main
 
 main()

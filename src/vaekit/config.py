@@ -82,14 +82,17 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    """A run's whole configuration: the model's and the training's."""
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as plain dicts (what config.json holds)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        """A validated config from `to_dict`'s form (older run folders' keys migrated)."""
         unknown = set(d) - {"model", "train"}
         if unknown:
             raise VaekitError(f"config: unknown section(s) {sorted(unknown)}; use model/train")
@@ -98,6 +101,7 @@ class Config:
         return validate(cfg)
 
     def to_json(self) -> str:
+        """The config as indented JSON."""
         return json.dumps(self.to_dict(), indent=2)
 
 

@@ -24,10 +24,12 @@ class World:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0 (the one that logs and writes)."""
         return self.rank == 0
 
     @property
     def active(self) -> bool:
+        """Whether more than one process takes part."""
         return self.size > 1
 
 
@@ -61,11 +63,13 @@ def all_reduce_(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
 
 
 def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def shutdown() -> None:
+    """Leave the process group, if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from vaekit.errors import VaekitError
 from vaekit.models.base import LatentGroup, LatentVariableModel
@@ -30,6 +31,7 @@ class ElboTerms:
 
     @property
     def elbo(self) -> torch.Tensor:
+        """reconstruction - KL per example (the bound itself, without beta or free bits)."""
         return self.reconstruction - self.kl
 
     @property
@@ -150,6 +152,7 @@ class ElboObjective:
 
     @staticmethod
     def terms(model: LatentVariableModel, x, beta, free_bits: float, iw_k: int):
+        """(loss, bound, reconstruction, kl) for batch `x`."""
         terms = elbo(model, x, beta=beta, free_bits=free_bits)
         return terms.loss, terms.elbo, terms.reconstruction, terms.kl
 
@@ -160,10 +163,12 @@ class IwaeObjective:
 
     @staticmethod
     def bound_name(iw_k: int) -> str | None:
+        """The bound's name in the metrics rows."""
         return f"iwae-k{iw_k}"
 
     @staticmethod
     def terms(model: LatentVariableModel, x, beta, free_bits: float, iw_k: int):
+        """(loss, bound, None, None) for batch `x`."""
         bound = iwae_bound(model, x, iw_k)
         return -bound.mean(), bound, None, None
 
@@ -182,5 +187,6 @@ class TrainingObjective(nn.Module):
             raise VaekitError(str(e)) from e
         self.model, self.iw_k = model, iw_k
 
+    @override
     def forward(self, x: torch.Tensor, beta: float | torch.Tensor = 1.0, free_bits: float = 0.0):
         return self.objective.terms(self.model, x, beta, free_bits, self.iw_k)

@@ -61,6 +61,7 @@ class LocalPixelModel(nn.Module):
         self.register_buffer("mask", mask.view(1, 1, kernel, kernel))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output layer's values per pixel: logits, or the mixture's parameters."""
         h = F.conv2d(x, self.conv.weight * self.mask, self.conv.bias, padding=self.kernel // 2)
         return self.head(h)
 

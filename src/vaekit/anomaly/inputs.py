@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from scipy.sparse import issparse
 from sklearn.utils.validation import check_array, validate_data
+from typing_extensions import override
 
 from vaekit.data.sources import to_uint8
 from vaekit.errors import DataError
@@ -42,6 +43,7 @@ class InputKind:
         raise NotImplementedError
 
     def load(self, det: Any, state: dict[str, Any]) -> None:  # pragma: no cover
+        """Restore what `save` wrote onto the detector."""
         raise NotImplementedError
 
 
@@ -54,10 +56,12 @@ class Images(InputKind):
 
     has_images = True
 
+    @override
     @staticmethod
     def matches(X):
         return not issparse(X) and np.asarray(X).ndim in (3, 4)
 
+    @override
     def prepare(self, det, X, fitting):
         X = check_array(
             X,
@@ -78,12 +82,15 @@ class Images(InputKind):
         # a copy where the input is read-only (np.frombuffer): torch warns on such arrays
         return torch.from_numpy(np.array(images, copy=not images.flags.writeable, order="C"))
 
+    @override
     def single_channel(self, det):
         return det.image_shape_[0] == 1
 
+    @override
     def save(self, det):
         return {"image_shape": det.image_shape_}
 
+    @override
     def load(self, det, state):
         det.image_shape_ = state["image_shape"]
 
@@ -94,10 +101,12 @@ class Table(InputKind):
 
     pixels = "tabular"
 
+    @override
     @staticmethod
     def matches(X):
         return not Images.matches(X)
 
+    @override
     def prepare(self, det, X, fitting):
         X = validate_data(
             det,
@@ -117,9 +126,11 @@ class Table(InputKind):
         z = ((X - det.mean_) / det.scale_).astype(np.float32)
         return torch.from_numpy(z[:, None, None, :].copy())
 
+    @override
     def save(self, det):
         return {"mean": det.mean_.tolist(), "scale": det.scale_.tolist()}
 
+    @override
     def load(self, det, state):
         det.mean_, det.scale_ = np.array(state["mean"]), np.array(state["scale"])
 

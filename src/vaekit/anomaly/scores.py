@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from typing_extensions import override
 
 from vaekit.anomaly.background import LocalPixelModel, intensities, local_log_prob
 from vaekit.anomaly.calibration import combined_score
@@ -161,6 +162,7 @@ class ScoreKind:
         return None
 
     def compute(self, inputs: ScoreInputs) -> np.ndarray:  # pragma: no cover
+        """This kind's scores (bits per example) from the shared inputs."""
         raise NotImplementedError
 
 
@@ -173,6 +175,7 @@ class Surprise(ScoreKind):
 
     upper_tailed, view = True, 0
 
+    @override
     def compute(self, inputs):
         return (-inputs.terms["log_px"] / _LN2).cpu().numpy()
 
@@ -181,6 +184,7 @@ class Surprise(ScoreKind):
 class NegativeElbo(ScoreKind):
     """-ELBO in bits."""
 
+    @override
     def compute(self, inputs):
         return (-inputs.terms["elbo"] / _LN2).cpu().numpy()
 
@@ -189,6 +193,7 @@ class NegativeElbo(ScoreKind):
 class Reconstruction(ScoreKind):
     """-E_q[log2 p(x|z)]."""
 
+    @override
     def compute(self, inputs):
         return (-inputs.terms["reconstruction"] / _LN2).cpu().numpy()
 
@@ -199,11 +204,13 @@ class Complexity(ScoreKind):
 
     upper_tailed, view, costly = True, 0, True
 
+    @override
     def problem(self, model):
         if not model.pixels.images:
             return "the complexity score needs images (a PNG length); use surprise"
         return None
 
+    @override
     def compute(self, inputs):
         pixels = inputs.model.pixels
         return inputs.score("surprise") - png_bits(pixels.as_uint8_images(inputs.prepared))
@@ -215,6 +222,7 @@ class Ratio(ScoreKind):
 
     upper_tailed, view, background = True, 0, True
 
+    @override
     def compute(self, inputs):
         background = inputs.part("background")
         if background is None:
@@ -233,6 +241,7 @@ class LevelRatio(ScoreKind):
 
     levels = True
 
+    @override
     def problem(self, model):
         if len(model.group_dims) < 2:
             return (
@@ -241,6 +250,7 @@ class LevelRatio(ScoreKind):
             )
         return None
 
+    @override
     def compute(self, inputs):
         t = inputs.terms
         return ((t["log_px_top"] - t["log_px"]) / _LN2).cpu().numpy()
@@ -252,6 +262,7 @@ class Local(ScoreKind):
 
     view, intensity = 1, True
 
+    @override
     def compute(self, inputs):
         return inputs.local_bits.sum(1).numpy()
 
@@ -262,6 +273,7 @@ class LocalInk(ScoreKind):
 
     upper_tailed, view, intensity = True, 1, True
 
+    @override
     def compute(self, inputs):
         ink = (inputs.images[:, 0] > 0).flatten(1)
         return ((inputs.local_bits * ink).sum(1) / ink.sum(1).clamp(min=1)).numpy()
@@ -294,6 +306,7 @@ class Combined(ScoreKind):
     background = intensity = reference = True
     strict = False
 
+    @override
     def compute(self, inputs):
         reference = inputs.part("reference")
         if reference is None:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, Independent, Normal
 from tqdm.auto import tqdm
+from typing_extensions import override
 
 from vaekit.coding.exact_arithmetic import ARITHMETIC, ExactArithmetic, exact_copy, exact_digest
 from vaekit.coding.latent_search import SearchedLatentCoder
@@ -64,6 +65,7 @@ class CodingPlan:
 
     @property
     def n(self) -> int:
+        """Images in the file."""
         return sum(self.sizes)
 
     def batch_particles(self) -> list[int]:
@@ -71,6 +73,7 @@ class CodingPlan:
         return list(self.ramp) if self.ramp else [self.particles] * len(self.sizes)
 
     def batches(self) -> list[slice]:
+        """The images of each batch, as slices in coding order."""
         ends = np.cumsum((0, *self.sizes)).tolist()
         return [slice(a, b) for a, b in zip(ends[:-1], ends[1:], strict=True)]
 
@@ -354,6 +357,7 @@ class CodingScheme:
 
     @staticmethod
     def pops_per_image(model: LatentVariableModel) -> int:  # pragma: no cover
+        """Pops an image makes before it has pushed anything (each up to PRECISION_BITS)."""
         raise NotImplementedError
 
     @staticmethod
@@ -370,10 +374,12 @@ class TopDown(CodingScheme):
     """Pop every group from q top-down, push x, push the groups under their priors; with K
     particles, importance-weighted bits-back. Needs `coding_posterior` and `coding_prior`."""
 
+    @override
     @staticmethod
     def pops_per_image(model: LatentVariableModel) -> int:
         return model.latent_dim + len(model.group_dims)
 
+    @override
     @staticmethod
     def coders(particles: int):
         if particles > 1:
@@ -392,10 +398,12 @@ class BitSwap(CodingScheme):
     ...; an image needs one level's bits on the stack, not all levels'. Needs
     `chain_posterior` and `chain_prior`."""
 
+    @override
     @staticmethod
     def pops_per_image(model: LatentVariableModel) -> int:
         return max(model.group_dims) + len(model.group_dims)
 
+    @override
     @staticmethod
     def coders(particles: int):
         if particles > 1:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from typing_extensions import override
 
 from vaekit.data.idx import parse_idx, read_idx
 from vaekit.data.sources import IMAGE_SUFFIXES, read_image_folder, read_images
@@ -75,9 +76,11 @@ class ImageFolder(ContainerKind):
     described = "a folder of images"
     lost_in_npy = " (the image names are not kept)"
 
+    @override
     def as_array(self, images, container):
         return _channels_last(images)
 
+    @override
     def write(self, images, container, out):
         names = container["names"]
         if len(names) != len(images) or not all(_safe_relative_name(n) for n in names):
@@ -121,9 +124,11 @@ class IdxFile(ContainerKind):
 
     described = "an IDX file"
 
+    @override
     def as_array(self, images, container):
         return _idx_bytes(images, container)[1]  # the IDX's own shape, e.g. (N, 28, 28)
 
+    @override
     def write(self, images, container, out):
         raw = _idx_bytes(images, container)[0]
         notes: list[str] = []
@@ -154,6 +159,7 @@ def _save_npy(arr: np.ndarray, out: Path) -> None:
 class BareArray(ContainerKind):
     """Images given as an array from Python: written as a `.npy` of (N, C, H, W)."""
 
+    @override
     def write(self, images, container, out):
         _save_npy(images, out)
         return []
@@ -163,6 +169,7 @@ class BareArray(ContainerKind):
 class NpyFile(ContainerKind):
     """A `.npy` file: its shape restored; pixels are written as uint8."""
 
+    @override
     def write(self, images, container, out):
         shape = tuple(container["shape"])
         arr = images.reshape(shape) if int(np.prod(shape)) == images.size else images

@@ -237,6 +237,7 @@ def finite_normal_cdf(x: torch.Tensor) -> torch.Tensor:
 
 @raw
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """1 / (1 + exp(-x)), exactly computed."""
     return exp(-x.double()).add_(1.0).reciprocal_()
 
 
@@ -249,6 +250,7 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
 
 @raw
 def tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) from the exact exp."""
     x = x.double()
     return 1.0 - 2.0 / (exp(x * 2.0) + 1.0)
 
@@ -307,6 +309,7 @@ def _max_keep(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 @raw
 def log_sum_exp(x: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tensor:
+    """log sum exp(x) over `dim`, from the exact exp and log."""
     x = x.double()
     m = _max_keep(x, dim)
     out = m + log(deterministic_sum(exp(x - m), dim, keepdim=True))
@@ -315,6 +318,7 @@ def log_sum_exp(x: torch.Tensor, dim: int, keepdim: bool = False) -> torch.Tenso
 
 @raw
 def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """exp(x) normalised over `dim`, exactly computed."""
     x = x.double()
     e = exp(x - _max_keep(x, dim))
     return e / deterministic_sum(e, dim, keepdim=True)
@@ -322,6 +326,7 @@ def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 @raw
 def log_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """x - log sum exp(x) over `dim`, exactly computed."""
     x = x.double()
     shifted = x - _max_keep(x, dim)
     return shifted - log(deterministic_sum(exp(shifted), dim, keepdim=True))
@@ -378,6 +383,7 @@ def _check_fan_in(n: int) -> None:
 
 @raw
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    """x @ weight.T + bias with quantized operands whose sums are exact."""
     _check_fan_in(weight.shape[-1])
     out = _grid_activations(x, max(x.dim() - 1, 0)) @ _weight(weight, 0).T
     return out if bias is None else out + bias.double()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.distributions import Distribution
+from typing_extensions import override
 
 from vaekit.coding import exact_arithmetic as ex
 from vaekit.coding import interval
@@ -73,10 +74,12 @@ class SearchedLatentCoder(LatentCoder):
         centre = torch.maximum(torch.minimum(centre, self.range - w), w - self.range)
         return centre - w, centre + w + 1, mean, std
 
+    @override
     def pop_posterior(self, coder, q: Distribution) -> np.ndarray:
         shape = q.base_dist.loc.shape
         return pop_symbols(coder, *self._posterior_window(q)).reshape(shape)
 
+    @override
     def push_posterior(self, coder, symbols: np.ndarray, q: Distribution) -> None:
         push_symbols(coder, symbols.ravel(), *self._posterior_window(q))
 
@@ -113,6 +116,7 @@ class SearchedLatentCoder(LatentCoder):
         """log p(z) - log q(z) per row, exactly computed (float64, CPU)."""
         return (_log_density(p, z) - _log_density(q, z)).cpu()
 
+    @override
     def index_probabilities(self, log_w: torch.Tensor, k: int, b: int) -> np.ndarray:
         lw = log_w.reshape(k, b).T
         lw = torch.where(torch.isfinite(lw), lw, -1e300)

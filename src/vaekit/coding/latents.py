@@ -61,6 +61,7 @@ class LatentCoder:
         return self._top_prior
 
     def symbols_to_latents(self, symbols: np.ndarray) -> torch.Tensor:
+        """Latent values (float32) of integer grid symbols."""
         return torch.from_numpy(symbols.astype(np.float32) / self.scale)
 
     # ---- posterior: pop (bits back) and push --------------------------------------------

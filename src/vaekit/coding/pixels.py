@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.distributions import Distribution
+from typing_extensions import override
 
 from vaekit.coding.interval import IntervalSearch, binary_model, pop_symbols, push_symbols
 from vaekit.distributions.likelihoods import Likelihood
@@ -19,9 +20,11 @@ class PixelCoder:
     """Pushes and pops integer values (B, C, H, W) under a likelihood's coding distribution."""
 
     def push(self, coder, values: np.ndarray, dist: Distribution) -> None:  # pragma: no cover
+        """Encode integer values (B, C, H, W) onto the ANS stack under `dist`."""
         raise NotImplementedError
 
     def pop(self, coder, dist: Distribution) -> np.ndarray:  # pragma: no cover
+        """Decode the values `push` encoded under the same `dist`: int32 (B, C, H, W)."""
         raise NotImplementedError
 
     def generic_bytes(self, values: np.ndarray) -> bytes:
@@ -44,21 +47,26 @@ PIXEL_CODERS: Registry[PixelCoder] = Registry("pixel coder")
 class BinaryPixels(PixelCoder):
     """Binary pixels, one Bernoulli decision each; the generic coder gets 8 to a byte."""
 
+    @override
     def push(self, coder, values, dist):
         probs = dist.base_dist.probs.reshape(-1).cpu().numpy()
         coder.encode_reverse(values.reshape(-1).astype(np.int32), binary_model(), probs)
 
+    @override
     def pop(self, coder, dist):
         probs = dist.base_dist.probs.reshape(-1).cpu().numpy()
         out = coder.decode(binary_model(), probs)
         return out.astype(np.int32).reshape(dist.base_dist.probs.shape)
 
+    @override
     def generic_bytes(self, values):
         return np.packbits(values).tobytes()
 
+    @override
     def generic_size(self, values):
         return (values + 7) // 8
 
+    @override
     def from_generic_bytes(self, raw, values):
         return np.unpackbits(raw)[:values]
 
@@ -81,12 +89,14 @@ class EightBitLevels(PixelCoder):
             c_hi=ones,
         )
 
+    @override
     def push(self, coder, values, dist):
         search = self._search(dist)
         push_symbols(
             coder, torch.from_numpy(values.astype(np.int64)).reshape(search.lo.shape), search
         )
 
+    @override
     def pop(self, coder, dist):
         return pop_symbols(coder, self._search(dist))
 

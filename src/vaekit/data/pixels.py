@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 import torch
+from typing_extensions import override
 
 from vaekit.randomness import ExampleNoise
 from vaekit.registry import PIXEL_MODES
@@ -115,12 +116,15 @@ class _Binary(PixelMode):
 
 @PIXEL_MODES.register("dynamic-binary")
 class DynamicBinary(_Binary):
+    """A fresh Bernoulli(x/255) draw each time; each test image binarized once by its own seed."""
     name = "dynamic-binary"
 
+    @override
     def prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         images = torch.as_tensor(images)
         return images if train else binarize_fixed(images, FIXED_BINARIZATION_SEED + 1)
 
+    @override
     def values(self, batch, train, noise=None):
         if train:
             return (_uniform(batch, noise) * 255.0 < batch.float()).float()
@@ -129,9 +133,11 @@ class DynamicBinary(_Binary):
 
 @PIXEL_MODES.register("static-binary")
 class StaticBinary(_Binary):
+    """Every image binarized once, by a draw seeded with its own bytes."""
     name = "static-binary"
     streamable = False  # a fixed binarization of the whole split is made once, in memory
 
+    @override
     def prepare(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         return binarize_fixed(
             torch.as_tensor(images), FIXED_BINARIZATION_SEED + (0 if train else 1)
@@ -140,6 +146,7 @@ class StaticBinary(_Binary):
 
 @PIXEL_MODES.register("expected-binary")
 class ExpectedBinary(_Binary):
+    """x/255 as Bernoulli targets: the dynamic-binary objective's average over binarizations."""
     name = "expected-binary"
     discrete = False
     note = (
@@ -150,39 +157,47 @@ class ExpectedBinary(_Binary):
 
     as_uint8_images = PixelMode.as_uint8_images  # its splits keep the 8-bit pixels
 
+    @override
     def values(self, batch, train, noise=None):
         return batch.float() / 255.0
 
 
 @PIXEL_MODES.register("8bit")
 class EightBit(PixelMode):
+    """Integer levels 0..255 under a discretized logistic mixture."""
     name = "8bit"
     likelihood = "logistic-mixture"
 
+    @override
     def display(self, values: torch.Tensor) -> torch.Tensor:
         return values.float() / 255.0
 
 
 @PIXEL_MODES.register("continuous")
 class Continuous(PixelMode):
+    """(x + u)/256 with uniform dequantization noise, under a Gaussian."""
     name = "continuous"
     likelihood = "gaussian"
     discrete = False
 
+    @override
     def values(self, batch, train, noise=None):
         return (batch.float() + _uniform(batch, noise)) / 256.0
 
+    @override
     def offset_nats(self, dims: int) -> float:
         return -dims * math.log(256.0)
 
 
 @PIXEL_MODES.register("tabular")
 class Tabular(PixelMode):
+    """Standardized float rows under a Gaussian (the anomaly detector's tables)."""
     name = "tabular"
     likelihood = "gaussian"
     discrete = False
     images = False
 
+    @override
     def display(self, values: torch.Tensor) -> torch.Tensor:
         return values.float()
 

@@ -38,6 +38,7 @@ class Dataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images."""
         return tuple(self.train.shape[1:])  # type: ignore[return-value]
 
 

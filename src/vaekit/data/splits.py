@@ -18,11 +18,13 @@ STREAM_TEST_LIMIT = 10000  # test images held in memory for the per-epoch ELBO w
 
 @dataclass
 class Splits:
+    """The train and test splits, prepared by the pixel mode (train: maybe streamed shards)."""
     train: torch.Tensor | NpyShards  # uint8 (N, C, H, W) on the device, or streamed shards
     test: torch.Tensor
 
     @property
     def image_shape(self) -> list[int]:
+        """(C, H, W) of the images."""
         if isinstance(self.train, NpyShards):
             return list(self.train.image_shape)
         return list(self.train.shape[1:])

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Distribution, Independent, Normal, constraints
+from typing_extensions import override
 
 from vaekit.registry import Registry
 
@@ -54,6 +55,7 @@ class BernoulliImage(Independent):
     def __init__(self, logits: torch.Tensor, ndims: int):
         super().__init__(Bernoulli(logits=logits, validate_args=False), ndims, validate_args=False)
 
+    @override
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         logits = self.base_dist.logits
         if value.shape == logits.shape:
@@ -112,6 +114,7 @@ class DiscretizedLogisticMixture(Distribution):
         inv_s, offset = self._inv_scale_and_offset
         return torch.addcmul(offset, edge.unsqueeze(self.mix_dim), inv_s)
 
+    @override
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         # upper = (x + 1/255 - mean) / s and lower = upper - (2/255) / s for x = v/127.5 - 1
         upper = self._standardized(level_edge(value + 1.0))
@@ -145,11 +148,13 @@ class DiscretizedLogisticMixture(Distribution):
         cdf = torch.cat([zeros, cdf, torch.ones_like(zeros)], dim=-1)
         return (cdf[..., 1:] - cdf[..., :-1]).clamp_min(0.0)
 
+    @override
     @property
     def mean(self) -> torch.Tensor:
         w = torch.softmax(self.logits, self.mix_dim)
         return ((w * self.means).sum(self.mix_dim).clamp(-1, 1) + 1.0) * 127.5
 
+    @override
     def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         with torch.no_grad():
             logits, means, log_scales = (
@@ -183,6 +188,7 @@ class Likelihood(nn.Module):
         return x
 
     def distribution(self, params: torch.Tensor) -> Distribution:  # pragma: no cover
+        """p(x|z) over whole images from decoder outputs `params`."""
         raise NotImplementedError
 
     def initial_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor | None:
@@ -208,13 +214,16 @@ class BernoulliLikelihood(Likelihood):
 
     name = "bernoulli"
 
+    @override
     def distribution(self, params: torch.Tensor) -> Distribution:
         return BernoulliImage(full_precision(params), 3)
 
+    @override
     def initial_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         p = mean.clamp(1e-3, 1 - 1e-3)
         return torch.log(p) - torch.log1p(-p)
 
+    @override
     def coding_distribution(self, params: torch.Tensor) -> Distribution:
         return BernoulliImage(round_to_grid(params), 3)
 
@@ -225,6 +234,7 @@ class LogisticMixtureLikelihood(Likelihood):
 
     name = "logistic-mixture"
 
+    @override
     @classmethod
     def build(cls, n_mix: int = 5) -> Likelihood:
         return cls(n_mix)
@@ -234,6 +244,7 @@ class LogisticMixtureLikelihood(Likelihood):
         self.n_mix, self.min_log_scale = n_mix, min_log_scale
         self.params_per_channel = 3 * n_mix
 
+    @override
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         return x / 255.0
 
@@ -243,13 +254,16 @@ class LogisticMixtureLikelihood(Likelihood):
         logits, means, log_scales = params.view(*lead, 3, self.n_mix, -1, h, w).unbind(-5)
         return logits, torch.tanh(means), log_scales.clamp_min(self.min_log_scale)
 
+    @override
     def distribution(self, params: torch.Tensor) -> Distribution:
         parts = self._parts(full_precision(params))
         return Independent(DiscretizedLogisticMixture(*parts, mix_dim=-4), 3)
 
+    @override
     def display(self, dist: Distribution) -> torch.Tensor:
         return dist.mean / 255.0
 
+    @override
     def coding_distribution(self, params: torch.Tensor) -> Distribution:
         # components last, as the coder has always summed them: its arithmetic, and so every
         # file's bits, stay what they were
@@ -271,11 +285,13 @@ class GaussianLikelihood(Likelihood):
         super().__init__()
         self.min_log_scale = min_log_scale
 
+    @override
     def distribution(self, params: torch.Tensor) -> Distribution:
         mean, log_scale = full_precision(params).chunk(2, dim=-3)
         scale = torch.exp(log_scale.clamp_min(self.min_log_scale))
         return Independent(Normal(mean, scale, validate_args=False), 3)
 
+    @override
     def initial_params(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         return torch.cat([mean, torch.log(std.clamp_min(math.exp(self.min_log_scale)))])
 

@@ -11,6 +11,7 @@ import math
 
 import torch
 from torch.distributions import Distribution, constraints
+from typing_extensions import override
 
 
 class DiagonalGaussianMixture(Distribution):
@@ -26,6 +27,7 @@ class DiagonalGaussianMixture(Distribution):
 
     @property
     def log_weights(self) -> torch.Tensor:
+        """log of the mixture weights, normalised."""
         return torch.log_softmax(self.logits, -1)
 
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -41,9 +43,11 @@ class DiagonalGaussianMixture(Distribution):
         out = -0.5 * quad.clamp_min(0.0) - const
         return out.view(*z.shape[:-1], -1)
 
+    @override
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(self.component_log_prob(z) + self.log_weights, -1)
 
+    @override
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         with torch.no_grad():
             shape = torch.Size(sample_shape)
@@ -51,6 +55,7 @@ class DiagonalGaussianMixture(Distribution):
             eps = torch.randn(*shape, self.loc.shape[-1], device=self.loc.device)
             return self.loc[k] + self.scale[k] * eps
 
+    @override
     @property
     def mean(self) -> torch.Tensor:
         return (torch.softmax(self.logits, -1).unsqueeze(-1) * self.loc).sum(-2)

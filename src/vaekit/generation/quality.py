@@ -143,10 +143,12 @@ class Quality:
     recall: float
 
     def as_dict(self) -> dict[str, float]:
+        """FD, precision and recall as a dict."""
         return {"fd": self.frechet_distance, "precision": self.precision, "recall": self.recall}
 
 
 def quality(real_features: np.ndarray, images, net: FeatureClassifier) -> Quality:
+    """FD, precision and recall of `images` against real images' features."""
     fake = features(net, images)
     return Quality(frechet_distance(real_features, fake), *precision_recall(real_features, fake))
 

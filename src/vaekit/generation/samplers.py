@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from typing_extensions import override
 
 from vaekit.errors import VaekitError
 from vaekit.fileio import atomic_write_text
@@ -38,6 +39,7 @@ class ExPostGMM:
         self.weights, self.means, self.covariances = weights, means, covariances
         self.chol = np.linalg.cholesky(covariances)
 
+    @override
     @classmethod
     def fit(cls, latents: np.ndarray, components: int = 10, seed: int = 0) -> ExPostGMM:
         from sklearn.mixture import GaussianMixture
@@ -56,6 +58,7 @@ class ExPostGMM:
         return self.means[comp] + temperature * np.einsum("nij,nj->ni", self.chol[comp], eps)
 
     def to_json(self) -> str:
+        """The mixture as JSON, marked with what it was fitted on."""
         return json.dumps(
             {
                 "fitted_on": FITTED_ON,
@@ -67,6 +70,7 @@ class ExPostGMM:
 
     @classmethod
     def from_json(cls, text: str) -> ExPostGMM:
+        """The mixture `to_json` wrote."""
         d = json.loads(text)
         return cls(
             *(np.asarray(d[k], dtype=np.float64) for k in ("weights", "means", "covariances"))
@@ -153,6 +157,7 @@ class Sampler:
         """Whether `fit` must be given the run's training images."""
         return False
 
+    @override
     def fit(
         self, run_dir: str | Path | None, train_images: torch.Tensor | None = None, seed: int = 0
     ) -> Sampler:
@@ -174,6 +179,7 @@ class PriorSampler(Sampler):
 
     label = "prior"
 
+    @override
     def images(self, n, seed=0, temperature=1.0):
         return sample_images(self.model, n, seed, temperature)
 
@@ -186,17 +192,21 @@ class ExPostSampler(Sampler):
     label = "ex-post GMM"
     fit_note = "fitting the ex-post mixture to the training set's posterior means"
 
+    @override
     def temperature(self, temperatures):
         if len(temperatures) != 1:
             raise ValueError("the gmm sampler takes one temperature")
         return temperatures[0]
 
+    @override
     def needs_training_images(self, run_dir):
         return run_dir is None or gmm_needs_fit(run_dir)
 
+    @override
     def fit(self, run_dir, train_images=None, seed=0):
         self.gmm = expost_gmm(self.model, run_dir, train_images, seed=seed)
         return self
 
+    @override
     def images(self, n, seed=0, temperature=1.0):
         return gmm_images(self.model, self.gmm, n, seed, temperature)

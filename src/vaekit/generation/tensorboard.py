@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from typing_extensions import override
 
 from vaekit.errors import VaekitError
 from vaekit.generation.grids import grid
@@ -32,6 +33,7 @@ class TensorBoardLog:
         self.test = torch.from_numpy(np.asarray(test_images[:32]))
         self.images_every = max(1, images_every)
 
+    @override
     def __call__(self, row: dict[str, Any], model: LatentVariableModel) -> None:
         scalars = dict(row)
         epoch = int(scalars.pop("epoch"))  # the x axis, not a curve
@@ -48,6 +50,7 @@ class TensorBoardLog:
         self.writer.flush()
 
     def close(self) -> None:
+        """Flush and close the event file."""
         self.writer.close()
 
 

@@ -58,10 +58,12 @@ class Inference:
 
     @property
     def kl(self) -> torch.Tensor:
+        """KL(q || p) per example, summed over the groups."""
         return sum(g.kl for g in self.groups)  # type: ignore[return-value]
 
     @property
     def z(self) -> torch.Tensor:
+        """Every group's latents, concatenated top first."""
         return torch.cat([g.z for g in self.groups], -1)
 
 
@@ -96,14 +98,17 @@ class LatentVariableModel(nn.Module):
 
     @property
     def group_dims(self) -> list[int]:  # pragma: no cover
+        """Sizes of the latent groups, top first (one for the VAE)."""
         raise NotImplementedError
 
     @property
     def latent_dim(self) -> int:
+        """All latent dimensions together."""
         return sum(self.group_dims)
 
     @property
     def data_dims(self) -> int:
+        """Dimensions of one example (C * H * W)."""
         return math.prod(self.config.image_shape)
 
     @property
@@ -112,6 +117,7 @@ class LatentVariableModel(nn.Module):
         return 65536
 
     def infer(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> Inference:
+        """One reparameterised pass: per group z, q, p and KL, and the decoded p(x|z)."""
         raise NotImplementedError  # pragma: no cover
 
     def log_weights(

@@ -7,6 +7,7 @@ import math
 
 import torch
 from torch.distributions import Independent, Normal
+from typing_extensions import override
 
 from vaekit.config import ModelConfig
 from vaekit.data.pixels import pixel_mode
@@ -22,6 +23,7 @@ LOGVAR_SOFT = 7.0
 
 
 def soft_bound(logvar: torch.Tensor) -> torch.Tensor:
+    """logvar squashed smoothly into (-LOGVAR_SOFT, LOGVAR_SOFT)."""
     return LOGVAR_SOFT * torch.tanh(logvar / LOGVAR_SOFT)
 
 
@@ -71,6 +73,7 @@ class LatentHierarchy(LatentVariableModel):
         self.likelihood = make_likelihood(self.pixels.likelihood, config.n_mix)
         self.architecture = ARCHITECTURES.get(config.arch)
 
+    @override
     @classmethod
     def config_problem(cls, config: ModelConfig) -> str | None:
         if not config.latent_groups:
@@ -82,14 +85,17 @@ class LatentHierarchy(LatentVariableModel):
             return f"the {cls.family} family's top prior cannot be {config.prior!r}; use another"
         return None
 
+    @override
     @property
     def group_dims(self) -> list[int]:
         return list(self.config.latent_groups)
 
+    @override
     @property
     def decode_batch_limit(self) -> int:
         return self.architecture.decode_batch_limit
 
+    @override
     @torch.no_grad()
     def init_from_data(self, values: torch.Tensor, output_bias: bool) -> None:
         if output_bias:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent
+from typing_extensions import override
 
 from vaekit.config import ModelConfig
 from vaekit.distributions import diagonal_gaussian, full_precision
@@ -224,6 +225,7 @@ class HierarchicalVAE(LatentHierarchy):
 
     # ---- the model interface -------------------------------------------------------------
 
+    @override
     def infer(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> Inference:
         run = self.top_down(self.bottom_up(x), (x.shape[0],), noise)
         return Inference(run.groups, self._decoded(run.z))
@@ -242,6 +244,7 @@ class HierarchicalVAE(LatentHierarchy):
                 log_w = log_w + g.p.log_prob(g.z) - g.q.log_prob(g.z)
         return log_w, log_px_z
 
+    @override
     def posterior_means(self, x: torch.Tensor) -> torch.Tensor:
         run = self.top_down(self.bottom_up(x), (x.shape[0],), use_means=True)
         return torch.cat([g.z for g in run.groups], -1)
@@ -250,15 +253,18 @@ class HierarchicalVAE(LatentHierarchy):
         """Concatenated latents (..., latent_dim) as one tensor per group."""
         return list(z.split(self.group_dims, -1))
 
+    @override
     def decode_params(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
+    @override
     @torch.no_grad()
     def sample_latents(self, n: int, temperature: float | list[float] = 1.0) -> torch.Tensor:
         temps = group_temperatures(temperature, len(self.group_dims))
         run = self.top_down(None, (n,), temperature=temps)
         return torch.cat([g.z for g in run.groups], -1)
 
+    @override
     def coding_posterior(self, x, upper, particles=1):
         i = len(upper)
         # the coder asks for every group of the same x in turn: its bottom-up features are
@@ -275,6 +281,7 @@ class HierarchicalVAE(LatentHierarchy):
         p = self._prior(i, h)[0] if i else None
         return self._posterior(i, h, cached[2][i].expand(rows, -1), p)
 
+    @override
     def coding_prior(self, upper):
         i = len(upper)
         return self._prior(i, self._coding_state(upper, upper[0].shape[0] if upper else 1))[0]

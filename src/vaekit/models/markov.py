@@ -20,6 +20,7 @@ import itertools
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent
+from typing_extensions import override
 
 from vaekit.config import ModelConfig
 from vaekit.distributions import diagonal_gaussian, full_precision
@@ -62,6 +63,7 @@ class MarkovHierarchy(LatentHierarchy):
 
     @property
     def levels(self) -> int:
+        """Latent levels in the chain."""
         return len(self.group_dims)
 
     # ---- the chain's conditionals, bottom-up level index ---------------------------------
@@ -118,10 +120,12 @@ class MarkovHierarchy(LatentHierarchy):
 
     # ---- the model interface -------------------------------------------------------------
 
+    @override
     def infer(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> Inference:
         zs, qs = self._chain(x, (x.shape[0],), noise)
         return Inference(self._groups(zs, qs), self._decoded(zs[0]))
 
+    @override
     def log_weights(self, x, k, noise=None, posterior_groups=None):
         if posterior_groups is not None:
             raise ValueError("a Markov hierarchy infers its levels from the bottom up only")
@@ -130,13 +134,16 @@ class MarkovHierarchy(LatentHierarchy):
         log_w = log_px_z - sum(g.kl for g in self._groups(zs, qs))
         return log_w, log_px_z
 
+    @override
     def posterior_means(self, x: torch.Tensor) -> torch.Tensor:
         zs, _ = self._chain(x, (x.shape[0],), None, use_means=True)
         return torch.cat(zs[::-1], -1)
 
+    @override
     def decode_params(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z[..., -self.group_dims[-1] :])
 
+    @override
     @torch.no_grad()
     def sample_latents(self, n: int, temperature: float | list[float] = 1.0) -> torch.Tensor:
         temps = group_temperatures(temperature, self.levels)

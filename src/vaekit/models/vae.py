@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch.distributions import Distribution, Independent
+from typing_extensions import override
 
 from vaekit.config import ModelConfig
 from vaekit.data.pixels import pixel_mode
@@ -30,10 +31,12 @@ class VAE(LatentVariableModel):
         )
         self.prior = make_prior(config.prior, config.latent_dim, config)
 
+    @override
     @property
     def group_dims(self) -> list[int]:
         return [self.config.latent_dim]
 
+    @override
     @property
     def decode_batch_limit(self) -> int:
         return self.architecture.decode_batch_limit
@@ -50,8 +53,10 @@ class VAE(LatentVariableModel):
         return self.posterior_of_inputs(self.likelihood.encoder_input(x))
 
     def prior_distribution(self) -> Distribution:
+        """p(z) as a distribution (the prior may use the model, as a VampPrior does)."""
         return self.prior.distribution(self)
 
+    @override
     def decode_params(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
@@ -61,6 +66,7 @@ class VAE(LatentVariableModel):
             return q.rsample(() if k is None else (k,))
         return q.mean + q.stddev * noise.to(q.mean)
 
+    @override
     def infer(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> Inference:
         q = self.encode(x)
         z = self._draw(q, noise)
@@ -68,6 +74,7 @@ class VAE(LatentVariableModel):
         kl, per_dim, estimator = group_kl(q, p, z, self.prior.analytic_kl)
         return Inference([LatentGroup(z, q, p, kl, per_dim, estimator)], self.decode(z))
 
+    @override
     def log_weights(self, x, k, noise=None, posterior_groups=None):
         if posterior_groups not in (None, 1):
             raise ValueError("a one-layer VAE has one latent group: posterior_groups must be 1")
@@ -76,9 +83,11 @@ class VAE(LatentVariableModel):
         log_px_z = self.decode(z).log_prob(x)  # x broadcasts over the k samples
         return log_px_z + self.prior_distribution().log_prob(z) - q.log_prob(z), log_px_z
 
+    @override
     def posterior_means(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x).mean
 
+    @override
     @torch.no_grad()
     def sample_latents(self, n: int, temperature: float | list[float] = 1.0) -> torch.Tensor:
         if isinstance(temperature, list | tuple):
@@ -89,9 +98,11 @@ class VAE(LatentVariableModel):
             temperature = temperature[0]
         return sample_with_temperature(self.prior_distribution(), n, float(temperature))
 
+    @override
     def coding_posterior(self, x, upper, particles=1):
         return repeat_rows(self.encode(x), particles)
 
+    @override
     def coding_prior(self, upper):
         return self.prior_distribution()
 
@@ -107,6 +118,7 @@ class VAE(LatentVariableModel):
         self.decoder.set_output_bias(params.to(next(self.decoder.parameters()).device))
         return True
 
+    @override
     @torch.no_grad()
     def init_from_data(self, values: torch.Tensor, output_bias: bool) -> None:
         if output_bias:

@@ -29,6 +29,8 @@ class Architecture:
     def build(
         self, config: ModelConfig, latent_dim: int, params_per_channel: int
     ) -> tuple[nn.Module, nn.Module]:
+        """An encoder and a decoder for `config`, `latent_dim` and the likelihood's parameter
+        count per channel."""
         return (
             self.encoder.from_config(config, latent_dim),
             self.decoder.from_config(config, latent_dim, params_per_channel),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 FEATURES = 128
 
@@ -38,5 +39,6 @@ class FeatureClassifier(nn.Module):
         """Features of images in [0, 1] (float, (N, C, H, W))."""
         return self.body(x)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from vaekit.registry import ACTIVATIONS
 
@@ -77,8 +78,10 @@ class MLPEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config, latent_dim: int) -> MLPEncoder:
+        """The encoder a model config asks for."""
         return cls(config.image_shape, config.hidden, latent_dim, config.activation, config.dropout)
 
+    @override
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.head(self.body(x.flatten(1))).chunk(2, dim=-1)
         return mean, logvar
@@ -104,6 +107,7 @@ class MLPDecoder(nn.Module):
 
     @classmethod
     def from_config(cls, config, latent_dim: int, params_per_channel: int) -> MLPDecoder:
+        """The decoder a model config asks for."""
         hidden = config.hidden[::-1]
         return cls(
             config.image_shape,
@@ -114,6 +118,7 @@ class MLPDecoder(nn.Module):
             config.dropout,
         )
 
+    @override
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(z)).view(-1, *self.out_shape)
 

@@ -38,6 +38,7 @@ class Prior(nn.Module):
         return cls(latent_dim)
 
     def distribution(self, model: Any = None) -> Distribution:  # pragma: no cover
+        """p(z) over one latent group, as a torch distribution."""
         raise NotImplementedError
 
     def init_from_data(self, encoder_inputs: torch.Tensor) -> None:

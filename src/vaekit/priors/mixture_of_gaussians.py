@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.priors.base import PRIORS, Prior
@@ -30,9 +31,11 @@ class MixtureOfGaussiansPrior(Prior):
         self.loc = nn.Parameter(torch.randn(components, latent_dim, generator=g))
         self.log_scale = nn.Parameter(torch.zeros(components, latent_dim))
 
+    @override
     @classmethod
     def build(cls, latent_dim: int, config: ModelConfig) -> Prior:
         return cls(latent_dim, config.prior_components)
 
+    @override
     def distribution(self, model: Any = None) -> DiagonalGaussianMixture:
         return DiagonalGaussianMixture(self.logits, self.loc, self.log_scale.exp())

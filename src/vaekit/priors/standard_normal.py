@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch.distributions import Independent, Normal
+from typing_extensions import override
 
 from vaekit.priors.base import PRIORS, Prior
 
@@ -22,5 +23,6 @@ class StandardNormalPrior(Prior):
         self.register_buffer("loc", torch.zeros(latent_dim), persistent=False)
         self.register_buffer("scale", torch.ones(latent_dim), persistent=False)
 
+    @override
     def distribution(self, model: Any = None) -> Independent:
         return Independent(Normal(self.loc, self.scale, validate_args=False), 1)

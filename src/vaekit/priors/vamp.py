@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from vaekit.distributions.mixture import DiagonalGaussianMixture
 from vaekit.priors.base import PRIORS, Prior
@@ -36,13 +37,16 @@ class VampPrior(Prior):
         self.pseudo_inputs = nn.Parameter(0.5 + 0.01 * torch.randn(components, *input_shape))
         self.bounded = True
 
+    @override
     @classmethod
     def build(cls, latent_dim: int, config: ModelConfig) -> Prior:
         return cls(latent_dim, list(config.image_shape), config.prior_components)
 
     def inputs(self) -> torch.Tensor:
+        """The pseudo-inputs, as the encoder sees inputs."""
         return F.hardtanh(self.pseudo_inputs, 0.0, 1.0) if self.bounded else self.pseudo_inputs
 
+    @override
     def distribution(self, model: Any = None) -> DiagonalGaussianMixture:
         if model is None:
             raise ValueError("the VampPrior needs the model whose encoder defines it")
@@ -50,6 +54,7 @@ class VampPrior(Prior):
         logits = torch.zeros(self.components, device=q.mean.device)
         return DiagonalGaussianMixture(logits, q.mean, q.stddev)
 
+    @override
     @torch.no_grad()
     def init_from_data(self, encoder_inputs: torch.Tensor) -> None:
         g = torch.Generator(device="cpu").manual_seed(0)

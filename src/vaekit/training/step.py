@@ -92,12 +92,15 @@ class DivergenceGuard:
         self.run_dir = run_dir
 
     def record(self, bad: torch.Tensor) -> None:
+        """Remember whether this step's loss or gradient was not finite."""
         self.flag |= bad
 
     def due(self, i: int) -> bool:
+        """Whether the host looks at the flag after step `i` of an epoch."""
         return (i + 1) % self.interval == 0
 
     def check(self, bad: torch.Tensor, epoch: int, step: int) -> None:
+        """Stop with TrainingDiverged where `bad` is set; the last good checkpoint stays."""
         if bool(bad):
             late = "" if self.interval == 1 else f" (or up to {self.interval} steps before)"
             raise TrainingDiverged(
@@ -146,6 +149,7 @@ class Stepper:
         self.scale_always = device.type != "cpu"
 
     def set_lr(self, lr: float) -> None:
+        """Set every parameter group's learning rate."""
         for g in self.opt.param_groups:
             g["lr"] = lr
 
