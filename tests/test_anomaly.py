@@ -212,8 +212,11 @@ def test_a_plain_run_scores_without_writing_and_keeps_its_parts_only_when_asked(
     assert b.fit_parts() == ["background", "intensity", "reference"]
     written = {p.name for p in b.keep_parts()}
     assert written == {
-        "background.safetensors", "background.json", "intensity.safetensors",
-        "intensity.json", "score_reference.json",
+        "background.safetensors",
+        "background.json",
+        "intensity.safetensors",
+        "intensity.json",
+        "score_reference.json",
     }
     import vaekit.anomaly.detector as anomaly_module
 
@@ -295,3 +298,44 @@ def test_an_intensity_model_kept_by_0_5_loads_as_the_softmax_it_is(tmp_path):
     new = LocalPixelModel(levels=256, mixture=5)
     _save_local_model(tmp_path, new, "intensity.safetensors", "intensity.json")
     assert _load_kept(tmp_path, "intensity.safetensors", "intensity.json").mixture == 5
+
+
+def test_two_processes_score_one_run_folder_at_once(tmp_path, npy_data):
+    """`vaekit score` on a plain run folder, twice at once: both fit what the ratio needs in
+    memory, write the same scores, and leave the run folder as it was."""
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_config
+    from vaekit.training import train
+
+    run = train(tiny_config(npy_data, epochs=1), tmp_path / "run", progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    np.save(tmp_path / "x.npy", synthetic_digits(40, 12, seed=3))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vaekit",
+                "score",
+                str(run),
+                str(tmp_path / "x.npy"),
+                "--score",
+                "ratio",
+                "--k",
+                "5",
+                "--out",
+                str(tmp_path / f"s{i}.csv"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert (tmp_path / "s0.csv").read_text() == (tmp_path / "s1.csv").read_text()
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before

@@ -19,9 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaekit.checkpoint import load_checkpoint
-from vaekit.data.sources import load_dataset
-from vaekit.data.splits import load_splits
 from vaekit.errors import VaekitError
 from vaekit.evaluation import evaluate, evaluation_table
 from vaekit.fileio import atomic_write_text, png_bytes
@@ -29,7 +26,7 @@ from vaekit.generation.grids import grid_image
 from vaekit.generation.images import interpolate_images, reconstruct_images, sample_images
 from vaekit.run import RunFolder
 
-REPORT_NAME = "report.html"
+REPORT_NAME = RunFolder.REPORT
 
 
 def _data_url(png: bytes) -> str:
@@ -166,13 +163,11 @@ def write_report(
 ) -> Path:
     """Write RUN_DIR/report.html (or `out`) and return its path."""
     run_dir = Path(run_dir)
-    model, cfg, _ = load_checkpoint(run_dir)
-    if data_dir is not None:
-        cfg.train.data_dir = data_dir
-    dev = torch.device("cpu")
-    splits = load_splits(cfg, dev)
+    run = RunFolder(run_dir).open(data_dir)
+    model, cfg = run.model, run.config
+    splits = run.splits()
     test = splits.test
-    ds = load_dataset(cfg.train.data, cfg.train.data_dir) if not cfg.train.stream else None
+    ds = run.dataset() if not cfg.train.stream else None
     labels = None
     if ds is not None and ds.test_labels is not None:
         labels = ds.test_labels[: len(test)]
