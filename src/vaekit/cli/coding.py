@@ -42,7 +42,8 @@ from vaekit.cli.options import (
 @friendly_errors
 def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only) -> None:
     """Losslessly compress an image set (IDX, .npy, image folder) by bits-back coding."""
-    from vaekit.coding.files import GENERIC_CODER, compress_file
+    from vaekit.coding.files import compress_file
+    from vaekit.coding.generic import GENERIC_CODER
 
     model, _, _ = load_checkpoint(run_dir)
     res = compress_file(

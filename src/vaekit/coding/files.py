@@ -29,7 +29,8 @@ from vaekit.coding.bitsback import (
 )
 from vaekit.coding.containers import Container, read_container, write_container
 from vaekit.coding.exact_arithmetic import ARITHMETIC
-from vaekit.coding.pixels import PixelCoder, pixel_coder
+from vaekit.coding.generic import GENERIC_CODER, generic_decode, generic_encode
+from vaekit.coding.pixels import pixel_coder
 from vaekit.errors import DataError
 from vaekit.fileio import atomic_write_bytes
 from vaekit.models import LatentVariableModel
@@ -55,7 +56,6 @@ READABLE = {
 }
 _XZ_HEADER = (PACKED_FORMAT_VERSION, EXACT_FORMAT_VERSION, RAMP_FORMAT_VERSION)
 PLAIN_HEADER_LIMIT = 2048  # bytes of JSON above which the header is worth compressing
-GENERIC_CODER = "xz"
 _PREFIX = struct.Struct("<4sHI")
 MAX_HEADER = 64 * 1024 * 1024
 
@@ -121,7 +121,7 @@ def compress(
         "container": {"kind": container.kind, **container.meta} if container else {"kind": "array"},
     }
     payload = words.astype("<u4").tobytes()
-    generic = _generic_encode(values, pixel_coder(model.likelihood)) if fallback else None
+    generic = generic_encode(values, pixel_coder(model.likelihood)) if fallback else None
     xz_wins = generic is not None and len(generic) < len(payload)
     exact = plan.arithmetic != FLOAT
     if exact:
@@ -155,26 +155,6 @@ def _packed(header: dict[str, Any], payload: bytes, generic: bytes | None) -> tu
         header["coder"] = "bits-back"
     header["payload_bytes"] = len(payload)
     return lzma.compress(json.dumps(header, separators=(",", ":")).encode()), payload
-
-
-def _generic_encode(values: np.ndarray, pixels: PixelCoder) -> bytes:
-    return lzma.compress(pixels.generic_bytes(values), preset=9 | lzma.PRESET_EXTREME)
-
-
-def _generic_decode(payload: bytes, header: dict[str, Any], pixels: PixelCoder) -> np.ndarray:
-    shape = tuple(header["shape"])
-    size = int(np.prod(shape))
-    expect = pixels.generic_size(size)
-    try:
-        dec = lzma.LZMADecompressor()
-        raw = dec.decompress(payload, max_length=expect + 1)
-    except lzma.LZMAError as e:
-        raise CodingError(f"the file's {GENERIC_CODER} payload does not decode ({e})") from e
-    if len(raw) != expect or not dec.eof:
-        raise CodingError("the file is corrupt (its generic payload has the wrong length)")
-    arr = np.frombuffer(raw, dtype=np.uint8)
-    values = pixels.from_generic_bytes(arr, size)
-    return values.reshape(shape).copy()
 
 
 def read_header(data: bytes) -> tuple[dict[str, Any], np.ndarray]:
@@ -298,7 +278,7 @@ def _decode(
     if list(header["shape"][1:]) != list(model.config.image_shape):
         raise CodingError("the file's image shape does not match this model")
     if header.get("coder") == GENERIC_CODER:
-        values = _generic_decode(words.tobytes(), header, pixel_coder(model.likelihood))
+        values = generic_decode(words.tobytes(), header, pixel_coder(model.likelihood))
     else:
         values = decode(model, words, header["plan"], progress=progress)
     images = values * np.uint8(header["one_value"]) if header["one_value"] != 1 else values
