@@ -249,3 +249,43 @@ def long_functions(paths) -> list[str]:
 def test_no_function_in_src_or_benchmarks_is_over_80_lines():
     paths = [*SRC.rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
     assert not long_functions(paths), long_functions(paths)
+
+
+# ---- a light front door --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", ["vaekit", "vaekit.config", "vaekit.cli"])
+def test_importing_the_front_door_loads_no_use(module):
+    """`vaekit --help`, `import vaekit` and `import vaekit.config` start without the uses'
+    libraries (each use's modules load them when it runs)."""
+    import subprocess
+    import sys
+
+    heavy = ("sklearn", "scipy", "constriction", "matplotlib")
+    code = f"import sys, {module}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_public_api_loads_lazily():
+    import vaekit
+
+    assert {"train", "evaluate", "AnomalyDetector", "compress", "RunFolder"} <= set(vaekit.__all__)
+    assert vaekit.train.__module__ == "vaekit.training.loop"
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        vaekit.nonexistent  # noqa: B018
+
+
+def test_old_import_paths_redirect_with_a_warning():
+    import importlib
+    import sys
+
+    for old, new in [
+        ("vaekit.uses.compression", "vaekit.coding.files"),
+        ("vaekit.model", "vaekit.models"),
+    ]:
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning) as caught:
+            module = importlib.import_module(old)
+        assert any(f"{old} moved to {new}" in str(w.message) for w in caught)
+        assert module is importlib.import_module(new)

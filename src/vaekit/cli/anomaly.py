@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 import torch
 
-from vaekit.anomaly.scores import SCORE_ALIASES, SCORE_KINDS
 from vaekit.cli.options import (
     FRACTION,
     POSITIVE,
@@ -20,10 +19,18 @@ from vaekit.data.sources import read_examples
 from vaekit.errors import VaekitError
 from vaekit.generation import save_grid
 
+
+def _score_names() -> list[str]:
+    # imported when a command runs: the score kinds load scipy, which `vaekit --help` need not
+    from vaekit.anomaly.scores import SCORE_ALIASES, SCORE_KINDS
+
+    return [*SCORE_ALIASES, *SCORE_KINDS]
+
+
 _score_opt = click.option(
     "--score",
     "score",
-    type=RegistryChoice(lambda: [*SCORE_ALIASES, *SCORE_KINDS]),
+    type=RegistryChoice(_score_names),
     help="[the detector's; auto: combined, every kind's tail probability under held-out "
     "normal data, combined by Fisher's method within the VAE's kinds and within the local "
     "intensity model's, the smaller p of the two calibrated again; level-ratio needs a "
