@@ -22,7 +22,7 @@ cat <<'DONE'
 the demo's outputs, in runs/demo/:
   model        checkpoint.safetensors, config.json, metrics.jsonl
   generation   samples.png, reconstructions.png
-  compression  test.vkz (the MNIST test set, bits-back coded); t10k-images-idx3-ubyte
+  compression  test.vkz (the MNIST test set, bits-back coded); t10k-images-idx3-ubyte.gz
                (decoded from it: the original IDX contents byte for byte, checked by zcmp)
   anomalies    score_reference.json, intensity.* (fit-scores); detections/: Fashion-MNIST
                images scored against a threshold set on MNIST (flagged.csv, scores.csv, PNGs)

@@ -6,7 +6,8 @@ from PIL import Image
 
 from tests.conftest import synthetic_digits, tiny_model
 from vaekit.coding.files import compress_file, decompress_file
-from vaekit.data.sources import load_dataset, read_examples
+from vaekit.data.datasets import load_dataset
+from vaekit.data.sources import read_examples
 from vaekit.errors import DataError
 
 

@@ -154,7 +154,7 @@ def train_cmd(
 def _tensorboard_log(log_dir: str, cfg, run_dir: str):
     """The TensorBoard callback, with a few test images of the run's data to reconstruct."""
     from vaekit.checkpoint import checkpoint_config
-    from vaekit.data.sources import load_dataset
+    from vaekit.data.datasets import load_dataset
     from vaekit.generation.tensorboard import TensorBoardLog
 
     cfg = cfg if cfg is not None else checkpoint_config(run_dir)

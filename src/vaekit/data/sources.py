@@ -16,9 +16,8 @@ import numpy as np
 from vaekit.data.idx import read_idx
 from vaekit.errors import DataError
 
-NAMED_DATASETS = ("mnist", "fashion-mnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-_SPLIT_FILES = {
+SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
@@ -35,6 +34,7 @@ class Dataset:
     test: np.ndarray
     train_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
+    class_names: list[str] | None = None  # what the labels index, where the data names them
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -68,7 +68,8 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[Path]:
     return dirs + default_data_dirs()
 
 
-def _find_split_file(folder: Path, stem: str) -> Path | None:
+def find_split_file(folder: Path, stem: str) -> Path | None:
+    """`folder/stem.gz` or `folder/stem`, whichever exists."""
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.is_file():
             return candidate
@@ -83,7 +84,7 @@ def locate_named(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     candidates += _DEBIAN_PLACES.get(name, [])
     for folder in candidates:
         looked.append(folder)
-        if folder.is_dir() and _find_split_file(folder, _SPLIT_FILES["train"][0]):
+        if folder.is_dir() and find_split_file(folder, SPLIT_FILES["train"][0]):
             return folder
     where = "\n  ".join(str(p) for p in looked)
     raise DataError(
@@ -115,7 +116,8 @@ def verify_checksums(folder: Path, files: list[Path]) -> None:
             )
 
 
-def _as_nchw(images: np.ndarray, source: str) -> np.ndarray:
+def as_nchw(images: np.ndarray, source: str) -> np.ndarray:
+    """Images as (N, C, H, W) from (N, H, W), (N, C, H, W) or (N, H, W, C); else a DataError."""
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
@@ -156,9 +158,9 @@ def read_named(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     folder = locate_named(name, data_dir)
     arrays = {}
     files = []
-    for split, stems in _SPLIT_FILES.items():
+    for split, stems in SPLIT_FILES.items():
         for stem in stems:
-            f = _find_split_file(folder, stem)
+            f = find_split_file(folder, stem)
             if f is None:
                 raise DataError(f"{folder}: missing {stem}(.gz) for the {split} split")
             files.append(f)
@@ -169,7 +171,7 @@ def read_named(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
     train_y, test_y = arrays["train-labels-idx1-ubyte"], arrays["t10k-labels-idx1-ubyte"]
     if len(train) != len(train_y) or len(test) != len(test_y):
         raise DataError(f"{folder}: image and label files disagree on the number of examples")
-    return Dataset(name, _as_nchw(train, name), _as_nchw(test, name), train_y, test_y)
+    return Dataset(name, as_nchw(train, name), as_nchw(test, name), train_y, test_y)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -234,7 +236,7 @@ def read_labelled_folder(
             raise DataError(f"{folder}: images differ in size ({sorted(shapes)[:3]}…); resize them")
         images = [im if im.ndim == 3 else np.repeat(im[..., None], 3, -1) for im in images]
     names = [p.relative_to(folder).as_posix() for p in paths]
-    return _as_nchw(np.stack(images), str(folder)), names, labels, classes
+    return as_nchw(np.stack(images), str(folder)), names, labels, classes
 
 
 def read_images(path: str | os.PathLike) -> np.ndarray:
@@ -249,8 +251,8 @@ def read_images(path: str | os.PathLike) -> np.ndarray:
             arr = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise DataError(f"{path}: not a readable .npy array ({e})") from e
-        return _as_nchw(to_uint8(arr, str(path)), str(path))
-    return _as_nchw(to_uint8(read_idx(path).array, str(path)), str(path))
+        return as_nchw(to_uint8(arr, str(path)), str(path))
+    return as_nchw(to_uint8(read_idx(path).array, str(path)), str(path))
 
 
 def read_table(path: str | os.PathLike) -> np.ndarray:
@@ -300,33 +302,3 @@ def holdout_indices(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[np.nd
     n_test = max(1, int(round(n * fraction)))
     perm = np.random.default_rng(seed).permutation(n)
     return perm[n_test:], perm[:n_test]
-
-
-def load_dataset(spec: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a named dataset, a folder of IDX files, or any image set (with a 10% test holdout)."""
-    if spec in NAMED_DATASETS:
-        return read_named(spec, data_dir)
-    path = Path(spec)
-    if path.is_dir() and _find_split_file(path, _SPLIT_FILES["train"][0]):
-        files = [_find_split_file(path, s) for stems in _SPLIT_FILES.values() for s in stems]
-        present = [f for f in files if f is not None]
-        verify_checksums(path, present)
-        train = _as_nchw(read_idx(present[0]).array, str(present[0]))
-        test_f = _find_split_file(path, _SPLIT_FILES["test"][0])
-        if test_f is not None:
-            return Dataset(path.name, train, _as_nchw(read_idx(test_f).array, str(test_f)))
-        tr, te = split_holdout(train)
-        return Dataset(path.name, tr, te)
-    if not path.exists():
-        raise DataError(
-            f"--data {spec!r}: not a named dataset ({', '.join(NAMED_DATASETS)}) and no such "
-            f"file or folder"
-        )
-    if path.is_dir():
-        images, _, labels, _ = read_labelled_folder(path)
-        tr, te = holdout_indices(len(images))
-        if labels is None:
-            return Dataset(path.name, images[tr], images[te])
-        return Dataset(path.name, images[tr], images[te], labels[tr], labels[te])
-    tr, te = split_holdout(read_images(path))
-    return Dataset(path.stem, tr, te)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from vaekit.config import Config
+from vaekit.data.datasets import load_dataset
 from vaekit.data.pixels import pixel_mode
-from vaekit.data.sources import Dataset, load_dataset
+from vaekit.data.sources import Dataset
 from vaekit.data.streaming import NpyShards, open_shards
 from vaekit.errors import VaekitError
 from vaekit.randomness import seeded
