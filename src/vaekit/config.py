@@ -44,6 +44,10 @@ class TrainConfig:
     data: str = "mnist"
     data_dir: str | None = None
     limit: int | None = None  # use only the first N train/test images (quick runs, tests)
+    # a folder of images of mixed sizes: each resized to cover [height, width] (its shorter
+    # side) and centre-cropped; None: the images must share one size
+    image_size: list[int] | None = None
+    skip_bad: bool = False  # skip unreadable image files (counted in a note) instead of failing
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -368,6 +372,7 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
     "model.dropout": (0, 0.9, False),
     "model.image_shape": _AT_LEAST_1,
     "train.limit": _AT_LEAST_1,
+    "train.image_size": _AT_LEAST_1,
     "train.epochs": _AT_LEAST_1,
     "train.batch_size": _AT_LEAST_1,
     "train.lr": _POSITIVE,
@@ -392,7 +397,8 @@ _RANGES: dict[str, tuple[float, float | None, bool]] = {
 
 # list settings of a fixed length: (length, what to say otherwise)
 _LENGTHS: dict[str, tuple[int, str]] = {
-    "model.image_shape": (3, "must be [channels, height, width]")
+    "model.image_shape": (3, "must be [channels, height, width]"),
+    "train.image_size": (2, "must be [height, width]"),
 }
 
 
@@ -449,8 +455,9 @@ def validate(cfg: Config) -> Config:
                 problem = _range_error(value, *_RANGES[key])
             if problem is None and key in choices and value not in choices[key]:
                 problem = f"must be one of {', '.join(choices[key])}"
-            if problem is None and key in _LENGTHS and len(value) != _LENGTHS[key][0]:
-                problem = _LENGTHS[key][1]
+            length, why = _LENGTHS.get(key, (None, ""))
+            if problem is None and None not in (length, value) and len(value) != length:
+                problem = why
             if problem:
                 raise VaekitError(f"setting {key} = {value!r}: {problem}")
     if problem := registry.MODELS.get(cfg.model.family).config_problem(cfg.model):

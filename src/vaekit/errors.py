@@ -9,6 +9,11 @@ class DataError(VaekitError, ValueError):
     """A data file or folder is missing, corrupt, or of a shape the model cannot use."""
 
 
+class DataNote(UserWarning):
+    """Something the reader did to the data that the user should know (a dropped alpha
+    channel, skipped files); the command line prints it as one line."""
+
+
 class CheckpointError(VaekitError):
     """A checkpoint is missing, damaged, or belongs to another model."""
 

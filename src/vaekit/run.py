@@ -24,7 +24,7 @@ import torch
 from vaekit.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vaekit.config import Config
 from vaekit.data import Dataset, load_dataset
-from vaekit.data.splits import Splits, load_splits
+from vaekit.data.splits import Splits, image_options, load_splits
 from vaekit.fileio import atomic_write_text
 from vaekit.models import LatentVariableModel
 
@@ -102,7 +102,8 @@ class OpenRun:
 
     def dataset(self) -> Dataset:
         """The configured data set as stored (uint8 images, labels where it has them)."""
-        return load_dataset(self.config.train.data, self.config.train.data_dir)
+        t = self.config.train
+        return load_dataset(t.data, t.data_dir, image_options(self.config))
 
 
 def collapse_note(row: dict[str, Any]) -> str | None:

@@ -16,6 +16,7 @@ from vaekit.cli.options import (
     run_arg,
 )
 from vaekit.data.sources import read_examples
+from vaekit.data.splits import image_options
 from vaekit.errors import VaekitError
 from vaekit.generation import save_grid
 
@@ -40,8 +41,9 @@ _k_opt = click.option("--k", "k", type=POSITIVE, help="Importance samples for su
 _limit_opt = click.option("--limit", type=POSITIVE, help="Only the first N examples of an input.")
 
 
-def _examples(path: str, limit: int | None):
-    x, labels = read_examples(path)
+def _examples(path: str, limit: int | None, det):
+    """The first `limit` examples of `path`, a folder read as the run read its data."""
+    x, labels = read_examples(path, image_options(det.config_))
     return x[:limit], None if labels is None else labels[:limit]
 
 
@@ -61,7 +63,7 @@ def score_cmd(run_dir, input_path, score, k, limit, out) -> None:
     det.progress = True  # a plain run folder's missing parts are fitted in memory: say so
     if k is not None:
         det.k = k
-    x, labels = _examples(input_path, limit)
+    x, labels = _examples(input_path, limit, det)
     scores = det.anomaly_score(x, score)
     write_scores(Path(out), scores, labels)
     click.echo(
@@ -128,9 +130,9 @@ def detect_cmd(
         det.k = k
     if score:
         det.score_kind = score
-    x, labels = _examples(input_path, limit)
+    x, labels = _examples(input_path, limit, det)
     if normal_path is not None:
-        det.calibrate(_examples(normal_path, limit)[0], quantile)
+        det.calibrate(_examples(normal_path, limit, det)[0], quantile)
     scores = det.anomaly_score(x)
     if contamination is not None:
         det.set_threshold_by_contamination(scores, contamination)

@@ -39,13 +39,23 @@ from vaekit.cli.options import (
     is_flag=True,
     help="Do not fall back to xz where it codes the input smaller than the model does.",
 )
+@click.option(
+    "--image-size",
+    help="A folder of images of another or of mixed sizes: code them resized to cover this "
+    "size (32, or HxW) and centre-cropped.",
+)
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable image files in a folder.")
 @friendly_errors
-def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only) -> None:
+def compress_cmd(
+    run_dir, input_path, output, ideal_k, particles, bits_back_only, image_size, skip_bad
+) -> None:
     """Losslessly compress an image set (IDX, .npy, image folder) by bits-back coding."""
     from vaekit.coding.files import compress_file
     from vaekit.coding.generic import GENERIC_CODER
+    from vaekit.data.sources import ImageOptions, parse_image_size
 
     model, _, _ = load_checkpoint(run_dir)
+    size = parse_image_size(image_size)
     res = compress_file(
         model,
         input_path,
@@ -54,7 +64,13 @@ def compress_cmd(run_dir, input_path, output, ideal_k, particles, bits_back_only
         ideal_k=ideal_k,
         particles=particles,
         fallback=not bits_back_only,
+        options=ImageOptions(size, skip_bad),
     )
+    if size is not None:
+        click.echo(
+            f"note: the images were resized to {size[0]}x{size[1]} (shorter side, centre crop): "
+            "the file holds, and decompress gives, the resized pixels"
+        )
     bpd, ideal = res["bits_per_dim"], res["ideal"]
     dims = res["raw_bytes"]
     click.echo(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 
 import click
 import torch
 from typing_extensions import override
 
-from vaekit.errors import VaekitError
+from vaekit.errors import DataNote, VaekitError
 from vaekit.run import OpenRun, RunFolder
 
 
@@ -59,6 +60,12 @@ def friendly_errors(fn):
 @click.version_option(package_name="vaekit")
 def main() -> None:
     """Variational autoencoders: train, evaluate, and use them."""
+    warnings.formatwarning = _one_line
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line prints it: one line, no source location."""
+    return f"{'note' if issubclass(category, DataNote) else 'warning'}: {message}\n"
 
 
 def load_run(run_dir: str, data_dir: str | None, limit: int | None):

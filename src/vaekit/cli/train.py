@@ -11,12 +11,15 @@ from vaekit import distributed
 from vaekit.cli.options import (
     NON_NEGATIVE,
     POSITIVE,
+    RegistryChoice,
     friendly_errors,
     main,
 )
 from vaekit.config import PRESETS, apply_overrides, load_config_file, preset, replace
 from vaekit.data.pixels import PIXEL_MODES
+from vaekit.data.sources import parse_image_size
 from vaekit.errors import VaekitError
+from vaekit.registry import DEVICES
 from vaekit.training import train
 
 
@@ -34,11 +37,17 @@ from vaekit.training import train
 @click.option("--out", "out", default="runs/latest", show_default=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--limit", type=POSITIVE, help="Use only the first N training images (quick runs).")
+@click.option(
+    "--image-size",
+    help="A folder of images of mixed sizes: resize each one's shorter side to cover this "
+    "size (32, or HxW) and centre-crop.",
+)
+@click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable image files.")
 @click.option("--seed", type=NON_NEGATIVE)
 @click.option("--threads", type=POSITIVE, help="CPU threads for PyTorch.")
 @click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    type=RegistryChoice(DEVICES.names),
     help="auto picks CUDA, then MPS, then CPU; bf16 autocast on CUDA.",
 )
 @click.option(
@@ -80,6 +89,8 @@ def train_cmd(
     out,
     resume,
     limit,
+    image_size,
+    skip_bad,
     seed,
     threads,
     device,
@@ -98,25 +109,17 @@ def train_cmd(
             raise VaekitError(
                 "--resume continues the run's own config; drop --config/--preset/--set"
             )
-        ignored = [
-            flag
-            for flag, value in (
-                ("--data", data),
-                ("--data-dir", data_dir),
-                ("--pixels", pixels),
-                ("--limit", limit),
-                ("--seed", seed),
-                ("--device", device),
-                ("--compile", compile_),
-            )
-            if value is not None
-        ]
-        if ignored:
-            click.echo(
-                f"warning: --resume continues with the run's own settings; ignored: "
-                f"{', '.join(ignored)}",
-                err=True,
-            )
+        _ignored_on_resume(
+            data=data,
+            data_dir=data_dir,
+            pixels=pixels,
+            limit=limit,
+            image_size=image_size,
+            skip_bad=skip_bad,
+            seed=seed,
+            device=device,
+            compile=compile_,
+        )
         cfg = None  # the checkpoint's config
     elif config_file and preset_name:
         raise VaekitError("give --config or --preset, not both")
@@ -130,6 +133,8 @@ def train_cmd(
             data_dir=data_dir,
             epochs=epochs,
             limit=limit,
+            image_size=None if image_size is None else list(parse_image_size(image_size)),
+            skip_bad=skip_bad,
             seed=seed,
             threads=threads,
             device=device,
@@ -151,6 +156,17 @@ def train_cmd(
     distributed.shutdown()
 
 
+def _ignored_on_resume(**given) -> None:
+    """Warn about the flags given to --resume, which continues with the run's own settings."""
+    ignored = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+    if ignored:
+        click.echo(
+            f"warning: --resume continues with the run's own settings; ignored: "
+            f"{', '.join(ignored)}",
+            err=True,
+        )
+
+
 def _tensorboard_log(log_dir: str, cfg, run_dir: str):
     """The TensorBoard callback, with a few test images of the run's data to reconstruct."""
     from vaekit.checkpoint import checkpoint_config
@@ -168,5 +184,3 @@ def _tensorboard_log(log_dir: str, cfg, run_dir: str):
     else:
         images = load_dataset(cfg.train.data, cfg.train.data_dir).test[:32]
     return TensorBoardLog(log_dir, images)
-
-

@@ -15,7 +15,13 @@ import numpy as np
 from typing_extensions import override
 
 from vaekit.data.idx import parse_idx, read_idx
-from vaekit.data.sources import IMAGE_SUFFIXES, read_image_folder, read_images
+from vaekit.data.sources import (
+    AS_STORED,
+    IMAGE_SUFFIXES,
+    ImageOptions,
+    read_image_folder,
+    read_images,
+)
 from vaekit.errors import CodingError
 from vaekit.fileio import atomic_write_bytes, png_bytes
 from vaekit.registry import Registry
@@ -87,11 +93,24 @@ class ImageFolder(ContainerKind):
             raise CodingError("the file is corrupt (bad image names in its header)")
         out.mkdir(parents=True, exist_ok=True)
         notes: list[str] = []
-        for name, arr in zip(names, _channels_last(images), strict=True):
-            if Path(name).suffix.lower() not in (".png",):
-                notes.append(f"{name}: written as lossless PNG data under its original name")
+        written = _png_names(names)
+        renamed = [(a, b) for a, b in zip(names, written, strict=True) if a != b]
+        if renamed:
+            notes.append(
+                f"{len(renamed)} image(s) written as lossless PNG files under their stems "
+                f"(e.g. {renamed[0][0]} -> {renamed[0][1]})"
+            )
+        for name, arr in zip(written, _channels_last(images), strict=True):
             atomic_write_bytes(out / name, png_bytes(arr, optimize=True))
-        return notes[:1]
+        return notes
+
+
+def _png_names(names: list[str]) -> list[str]:
+    """Each name with the suffix `.png`, in the same folder and order; where two would meet
+    (a.jpg and a.png), the original name with `.png` appended instead."""
+    stems = [Path(n).with_suffix(".png").as_posix() for n in names]
+    taken = {s for s in stems if stems.count(s) > 1}
+    return [f"{n}.png" if s in taken and s != n else s for n, s in zip(names, stems, strict=True)]
 
 
 def _idx_bytes(images: np.ndarray, container: dict[str, Any]) -> tuple[bytes, np.ndarray]:
@@ -180,11 +199,13 @@ class NpyFile(ContainerKind):
         return notes
 
 
-def read_container(path: str | Path) -> tuple[np.ndarray, Container]:
-    """Read images and remember how they were stored."""
+def read_container(
+    path: str | Path, options: ImageOptions = AS_STORED
+) -> tuple[np.ndarray, Container]:
+    """Read images and remember how they were stored (`options`: how a folder is read)."""
     path = Path(path)
     if path.is_dir():
-        images, names = read_image_folder(path)
+        images, names = read_image_folder(path, options)
         return images, Container("folder", {"names": names})
     if path.suffix == ".npy":
         images = read_images(path)

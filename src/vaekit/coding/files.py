@@ -31,6 +31,7 @@ from vaekit.coding.containers import Container, read_container, write_container
 from vaekit.coding.exact_arithmetic import ARITHMETIC
 from vaekit.coding.generic import GENERIC_CODER, generic_decode, generic_encode
 from vaekit.coding.pixels import pixel_coder
+from vaekit.data.sources import AS_STORED, ImageOptions
 from vaekit.errors import DataError
 from vaekit.fileio import atomic_write_bytes
 from vaekit.models import LatentVariableModel
@@ -298,12 +299,14 @@ def compress_file(
     ideal_k: int | None = None,
     particles: int = 1,
     fallback: bool = True,
+    options: ImageOptions = AS_STORED,
 ) -> dict[str, Any]:
-    """Compress an IDX file, `.npy` array or image folder into a `.vkz` file.
+    """Compress an IDX file, `.npy` array or image folder into a `.vkz` file; `options` say
+    how a folder is read (resized: the file then holds the resized pixels).
 
     Returns the counts and the rate in bits/dim; with `ideal_k` also the model's own -ELBO
     on the input (one pass, K=0) and, for ideal_k > 0, its importance-sampled -log p(x)."""
-    images, container = read_container(src)
+    images, container = read_container(src, options)
     data = compress(
         model, images, container, progress=progress, particles=particles, fallback=fallback
     )

@@ -11,8 +11,10 @@ from typing_extensions import override
 from vaekit.data.cifar import read_cifar10
 from vaekit.data.idx import read_idx
 from vaekit.data.sources import (
+    AS_STORED,
     SPLIT_FILES,
     Dataset,
+    ImageOptions,
     as_nchw,
     find_split_file,
     holdout_indices,
@@ -64,8 +66,11 @@ class Cifar10(NamedDataset):
         return read_cifar10(data_dir)
 
 
-def load_dataset(spec: str, data_dir: str | os.PathLike | None = None) -> Dataset:
-    """Load a named dataset, a folder of IDX files, or any image set (with a 10% test holdout)."""
+def load_dataset(
+    spec: str, data_dir: str | os.PathLike | None = None, options: ImageOptions = AS_STORED
+) -> Dataset:
+    """Load a named dataset, a folder of IDX files, or any image set (with a 10% test holdout);
+    `options` say how a folder of image files is read (resized, bad files skipped)."""
     if spec in DATASETS:
         return DATASETS.get(spec)().load(data_dir)
     path = Path(spec)
@@ -85,10 +90,10 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None) -> Datase
             f"file or folder"
         )
     if path.is_dir():
-        images, _, labels, _ = read_labelled_folder(path)
+        images, _, labels, classes = read_labelled_folder(path, options)
         tr, te = holdout_indices(len(images))
         if labels is None:
             return Dataset(path.name, images[tr], images[te])
-        return Dataset(path.name, images[tr], images[te], labels[tr], labels[te])
-    tr, te = split_holdout(read_images(path))
+        return Dataset(path.name, images[tr], images[te], labels[tr], labels[te], classes)
+    tr, te = split_holdout(read_images(path, options))
     return Dataset(path.stem, tr, te)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vaekit.data.idx import read_idx
-from vaekit.errors import DataError
+from vaekit.errors import DataError, DataNote
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SPLIT_FILES = {
@@ -204,48 +205,134 @@ def image_folder_layout(folder: Path) -> tuple[list[Path], np.ndarray | None, li
     return paths, np.array(labels, dtype=np.int64), [d.name for d in classes]
 
 
-def read_image_folder(folder: Path) -> tuple[np.ndarray, list[str]]:
+@dataclass(frozen=True)
+class ImageOptions:
+    """How a folder of image files becomes one array: `size` (H, W) resizes each image's
+    shorter side to cover it and centre-crops (torchvision's Resize + CenterCrop);
+    `skip_bad` skips unreadable files (counted in a note) instead of refusing the folder."""
+
+    size: tuple[int, int] | None = None
+    skip_bad: bool = False
+
+
+AS_STORED = ImageOptions()  # every image as it is, a bad file refused
+
+
+def parse_image_size(text: str | int | list[int] | tuple[int, ...] | None):
+    """(H, W) from "32", "32x48", 32 or [32, 48]; None stays None; else a DataError."""
+    if text is None:
+        return None
+    if isinstance(text, int):
+        parts = [text]
+    elif isinstance(text, list | tuple):
+        parts = list(text)
+    else:
+        try:
+            parts = [int(p) for p in str(text).lower().split("x")]
+        except ValueError:
+            parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise DataError(f"image size {text!r}: give one size (32) or HxW (32x48), each >= 1")
+    return int(parts[0]), int(parts[1])
+
+
+def _cover_and_crop(im, size: tuple[int, int]):
+    """`im` resized so that it covers `size` (H, W) with its aspect kept, then centre-cropped."""
+    from PIL import Image
+
+    h, w = size
+    scale = max(h / im.height, w / im.width)
+    new = (max(w, round(im.width * scale)), max(h, round(im.height * scale)))
+    if new != im.size:
+        im = im.resize(new, Image.Resampling.BILINEAR)
+    left, top = (new[0] - w) // 2, (new[1] - h) // 2
+    return im.crop((left, top, left + w, top + h))
+
+
+def _read_image(p: Path, options: ImageOptions) -> tuple[np.ndarray | None, bool]:
+    """One image file as uint8 (H, W) grey or (H, W, 3) colour, upright (EXIF), and whether it
+    had an alpha channel; (None, False) for an unreadable file that `skip_bad` skips."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: refuse both
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as raw:
+                raw.load()
+                im = ImageOps.exif_transpose(raw)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{p}: refused as a decompression bomb ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if options.skip_bad:
+            return None, False
+        raise DataError(f"{p}: not a readable image ({e}); --skip-bad skips such files") from e
+    alpha = "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info)
+    gray = im.mode in ("1", "L", "LA", "I", "I;16")
+    im = im.convert("L" if gray else "RGB")
+    if options.size is not None:
+        im = _cover_and_crop(im, options.size)
+    arr = np.asarray(im)
+    if not gray and (arr == arr[..., :1]).all():  # palette or RGB images of greys
+        arr = arr[..., 0]
+    return arr, alpha
+
+
+def _note(text: str) -> None:
+    warnings.warn(text, DataNote, stacklevel=3)
+
+
+def read_image_folder(
+    folder: Path, options: ImageOptions = AS_STORED
+) -> tuple[np.ndarray, list[str]]:
     """Read every image of a folder (flat, or in class subfolders) into one uint8
     (N, C, H, W) array; returns it with the images' paths relative to the folder."""
-    images, names, _, _ = read_labelled_folder(folder)
+    images, names, _, _ = read_labelled_folder(folder, options)
     return images, names
 
 
 def read_labelled_folder(
-    folder: Path,
+    folder: Path, options: ImageOptions = AS_STORED
 ) -> tuple[np.ndarray, list[str], np.ndarray | None, list[str]]:
     """Images, relative paths, labels (None for a flat folder) and class names."""
-    from PIL import Image, UnidentifiedImageError
-
     paths, labels, classes = image_folder_layout(folder)
-    images = []
-    for p in paths:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                gray = im.mode in ("1", "L", "LA", "I", "I;16")
-                arr = np.asarray(im.convert("L" if gray else "RGB"))
-                if not gray and (arr == arr[..., :1]).all():  # palette or RGB images of greys
-                    arr = arr[..., 0]
-                images.append(arr)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DataError(f"{p}: not a readable image ({e})") from e
+    images, kept, alpha = [], [], 0
+    for i, p in enumerate(paths):
+        arr, had_alpha = _read_image(p, options)
+        if arr is not None:
+            images.append(arr)
+            kept.append(i)
+            alpha += had_alpha
+    if len(kept) < len(paths):
+        bad = [paths[i] for i in range(len(paths)) if i not in set(kept)]
+        _note(f"{folder}: skipped {len(bad)} unreadable file(s) (--skip-bad), e.g. {bad[0]}")
+        if not kept:
+            raise DataError(f"{folder}: no readable image")
+        paths = [paths[i] for i in kept]
+        labels = None if labels is None else labels[kept]
+    if alpha:
+        _note(f"{folder}: {alpha} image(s) had an alpha channel, dropped (colour kept as stored)")
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         if len({s[:2] for s in shapes}) > 1:
-            raise DataError(f"{folder}: images differ in size ({sorted(shapes)[:3]}…); resize them")
+            raise DataError(
+                f"{folder}: images differ in size ({sorted(shapes)[:3]}…); pass --image-size 32 "
+                "(or HxW) to resize each one's shorter side and centre-crop"
+            )
         images = [im if im.ndim == 3 else np.repeat(im[..., None], 3, -1) for im in images]
     names = [p.relative_to(folder).as_posix() for p in paths]
     return as_nchw(np.stack(images), str(folder)), names, labels, classes
 
 
-def read_images(path: str | os.PathLike) -> np.ndarray:
+def read_images(path: str | os.PathLike, options: ImageOptions = AS_STORED) -> np.ndarray:
     """Read an image set from a `.npy` array, an IDX file or a folder of images."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
-        return read_image_folder(path)[0]
+        return read_image_folder(path, options)[0]
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
@@ -273,14 +360,16 @@ def read_table(path: str | os.PathLike) -> np.ndarray:
     return table
 
 
-def read_examples(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+def read_examples(
+    path: str | os.PathLike, options: ImageOptions = AS_STORED
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (IDX, .npy, image folder) or tabular rows (.csv) to score, with their labels
     where an IDX image file has its labels file beside it or a folder has class subfolders."""
     p = Path(path)
     if p.suffix == ".csv":
         return read_table(p), None
     if p.is_dir():
-        images, _, labels, _ = read_labelled_folder(p)
+        images, _, labels, _ = read_labelled_folder(p, options)
         return images, labels
     labels = None
     sibling = p.with_name(p.name.replace("images-idx3", "labels-idx1"))

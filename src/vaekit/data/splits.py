@@ -9,7 +9,7 @@ import torch
 from vaekit.config import Config
 from vaekit.data.datasets import load_dataset
 from vaekit.data.pixels import pixel_mode
-from vaekit.data.sources import Dataset
+from vaekit.data.sources import Dataset, ImageOptions
 from vaekit.data.streaming import NpyShards, open_shards
 from vaekit.errors import VaekitError
 from vaekit.randomness import seeded
@@ -31,6 +31,12 @@ class Splits:
         return list(self.train.shape[1:])
 
 
+def image_options(config: Config) -> ImageOptions:
+    """How the run reads a folder of image files (`train.image_size`, `train.skip_bad`)."""
+    t = config.train
+    return ImageOptions(tuple(t.image_size) if t.image_size else None, t.skip_bad)
+
+
 def load_splits(config: Config, device: torch.device, dataset: Dataset | None = None) -> Splits:
     """Read the configured dataset (or use `dataset`) and prepare both splits."""
     t = config.train
@@ -48,7 +54,7 @@ def load_splits(config: Config, device: torch.device, dataset: Dataset | None = 
         n_test = min(len(test_shards), STREAM_TEST_LIMIT, t.limit or STREAM_TEST_LIMIT)
         test = torch.stack([test_shards[i] for i in range(n_test)]).to(device)
         return Splits(train_shards, mode.prepare(test, False))
-    ds = dataset if dataset is not None else load_dataset(t.data, t.data_dir)
+    ds = dataset if dataset is not None else load_dataset(t.data, t.data_dir, image_options(config))
     train, test = ds.train, ds.test
     if t.limit:
         train, test = train[: t.limit], test[: max(1, t.limit // 6)]

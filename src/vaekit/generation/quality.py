@@ -128,6 +128,11 @@ def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, c
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = NEAREST_K) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) of feature sets (N, D)."""
+    if min(len(real), len(fake)) <= k:
+        raise VaekitError(
+            f"precision and recall need more than {k} images per set (k = {k} nearest "
+            f"neighbours); got {len(real)} and {len(fake)}"
+        )
     r, f = torch.from_numpy(real).float(), torch.from_numpy(fake).float()
     precision = _covered(f, r, _kth_radius(r, k))
     recall = _covered(r, f, _kth_radius(f, k))
