@@ -11,7 +11,7 @@ from torch.distributions import Distribution
 from typing_extensions import override
 
 from vaekit.coding.interval import IntervalSearch, binary_model, pop_symbols, push_symbols
-from vaekit.distributions.likelihoods import Likelihood
+from vaekit.distributions.likelihoods import DiscretizedLogisticMixture, Likelihood
 from vaekit.errors import CodingError
 from vaekit.registry import Registry
 
@@ -71,34 +71,58 @@ class BinaryPixels(PixelCoder):
         return np.unpackbits(raw)[:values]
 
 
+def _level_search(mixture: DiscretizedLogisticMixture) -> IntervalSearch:
+    """8-bit levels as 8 decisions down a binary search of 0..255 under the mixture's CDF."""
+    shape = mixture.batch_shape
+    ones = torch.ones(shape, dtype=torch.float64)
+    return IntervalSearch(
+        torch.zeros(shape, dtype=torch.int64),
+        torch.full(shape, 256, dtype=torch.int64),
+        lambda level: mixture.cdf_below(level.double()),
+        c_lo=torch.zeros_like(ones),
+        c_hi=ones,
+    )
+
+
 @PIXEL_CODERS.register("logistic-mixture")
 class EightBitLevels(PixelCoder):
-    """8-bit levels as 8 decisions down a binary search of 0..255 under the discretized
-    logistic mixture's CDF."""
-
-    @staticmethod
-    def _search(dist: Distribution) -> IntervalSearch:
-        base = dist.base_dist
-        shape = base.batch_shape
-        ones = torch.ones(shape, dtype=torch.float64)
-        return IntervalSearch(
-            torch.zeros(shape, dtype=torch.int64),
-            torch.full(shape, 256, dtype=torch.int64),
-            lambda level: base.cdf_below(level.double()),
-            c_lo=torch.zeros_like(ones),
-            c_hi=ones,
-        )
+    """8-bit levels under the discretized logistic mixture, every channel on its own."""
 
     @override
     def push(self, coder, values, dist):
-        search = self._search(dist)
+        search = _level_search(dist.base_dist)
         push_symbols(
             coder, torch.from_numpy(values.astype(np.int64)).reshape(search.lo.shape), search
         )
 
     @override
     def pop(self, coder, dist):
-        return pop_symbols(coder, self._search(dist))
+        return pop_symbols(coder, _level_search(dist.base_dist))
+
+
+@PIXEL_CODERS.register("colour-logistic-mixture")
+class ColourLevels(PixelCoder):
+    """8-bit colour pixels channel by channel (r, then g given r, then b given both), each
+    channel's levels under its mixture given the channels before it."""
+
+    @override
+    def push(self, coder, values, dist):
+        base = dist.base_dist
+        x = torch.from_numpy(values.astype(np.int64))
+        xd = x.double()
+        # the decoder pops r first, so r is pushed last
+        for c in reversed(range(3)):
+            search = _level_search(base.channel(c, xd))
+            push_symbols(coder, x[:, c].reshape(search.lo.shape), search)
+
+    @override
+    def pop(self, coder, dist):
+        base = dist.base_dist
+        b, h, w = base.logits.shape[0], *base.logits.shape[-2:]
+        x = torch.zeros((b, 3, h, w), dtype=torch.float64)
+        for c in range(3):
+            x[:, c] = torch.from_numpy(pop_symbols(coder, _level_search(base.channel(c, x))))
+        return x.numpy().astype(np.int32)
 
 
 def pixel_coder(likelihood: Likelihood) -> PixelCoder:

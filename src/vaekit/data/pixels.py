@@ -202,6 +202,16 @@ class Tabular(PixelMode):
         return values.float()
 
 
+@PIXEL_MODES.register("8bit-colour")
+class EightBitColour(EightBit):
+    """8-bit colour images (3 channels) with the channels coupled in one mixture
+    (PixelCNN++'s): a mode of its own, so that 3-channel `8bit` runs and files keep theirs."""
+
+    name = "8bit-colour"
+    likelihood = "colour-logistic-mixture"
+
+
+
 def pixel_mode(name: str | PixelMode) -> PixelMode:
     """The pixel mode registered as `name` (an instance passes through)."""
     if isinstance(name, PixelMode):
