@@ -105,7 +105,8 @@ HEADLINES: list[Headline] = [
     ),
     Headline(
         "likelihood",
-        "binarized MNIST test log p(x), nats, IS K=5000 on a random subset: `hvae-conv-cpu` (< 2 h, 2 cores)",
+        "binarized MNIST test log p(x), nats, IS K=5000 on a random subset: "
+        "`hvae-conv-cpu` (< 2 h, 2 cores)",
         "mnist_nll",
         "AMD EPYC",
         _nll("hvae-conv-cpu"),
