@@ -23,7 +23,7 @@ from typing_extensions import override
 from vaekit.distributions.likelihoods import (
     LIKELIHOODS,
     DiscretizedLogisticMixture,
-    Likelihood,
+    LogisticMixtureLikelihood,
     full_precision,
     level_edge,
     round_to_grid,
@@ -129,28 +129,20 @@ class CoupledLogisticMixture(Distribution):
 
 
 @LIKELIHOODS.register("colour-logistic-mixture")
-class ColourLogisticMixtureLikelihood(Likelihood):
+class ColourLogisticMixtureLikelihood(LogisticMixtureLikelihood):
     """8-bit colour images (3 channels) under `CoupledLogisticMixture`; x in {0, ..., 255}.
 
     The decoder gives 4K parameters per channel, (4, K, 3, H, W): mixture logits (channel
-    0's; the other two channels' are unused), means, log-scales, coupling coefficients."""
+    0's; the other two channels' are unused), means, log-scales, coupling coefficients.
+    Everything else (inputs scaled to [0, 1], the mean shown) is the one-channel mixture's."""
 
     name = "colour-logistic-mixture"
 
-    @override
-    @classmethod
-    def build(cls, n_mix: int = 5) -> Likelihood:
-        return cls(n_mix)
-
     def __init__(self, n_mix: int = 5, min_log_scale: float = -7.0):
-        super().__init__()
-        self.n_mix, self.min_log_scale = n_mix, min_log_scale
+        super().__init__(n_mix, min_log_scale)
         self.params_per_channel = 4 * n_mix
 
     @override
-    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x / 255.0
-
     def _parts(self, params: torch.Tensor):
         *lead, ch, h, w = params.shape
         if ch != 3 * self.params_per_channel:
@@ -168,10 +160,6 @@ class ColourLogisticMixtureLikelihood(Likelihood):
     @override
     def distribution(self, params: torch.Tensor) -> Distribution:
         return Independent(CoupledLogisticMixture(*self._parts(full_precision(params))), 2)
-
-    @override
-    def display(self, dist: Distribution) -> torch.Tensor:
-        return dist.mean / 255.0
 
     @override
     def coding_distribution(self, params: torch.Tensor) -> Distribution:
