@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import tiny_model
+from tests.conftest import assert_pixels_cost_their_likelihood, tiny_model
 from vaekit.coding.files import compress, decompress
 from vaekit.distributions.colour import CoupledLogisticMixture
 
@@ -77,22 +77,7 @@ def test_colour_images_round_trip_exactly_and_cost_their_likelihood():
     images = np.clip(base + rng.integers(-20, 20, (12, 3, 5, 5)), 0, 255).astype(np.uint8)
     blob = compress(model, images)
     assert np.array_equal(decompress(model, blob), images)
-    # pushing the pixels under p(x|z) costs -log2 p(x|z) of the coding distribution
-    import constriction
-
-    from vaekit.coding.pixels import pixel_coder
-
-    z = torch.randn(12, 4, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        dist = model.likelihood.coding_distribution(model.decode_params(z))
-    log2_p = dist.log_prob(torch.from_numpy(images).double()).sum().item() / math.log(2)
-    start = np.random.default_rng(0).integers(1, 2**32, 64, dtype=np.uint64).astype(np.uint32)
-    coder = constriction.stream.stack.AnsCoder(start)
-    before = coder.num_valid_bits()
-    pixel_coder(model.likelihood).push(coder, images, dist)
-    spent = coder.num_valid_bits() - before
-    assert abs(spent + log2_p) / images.size < 0.001, (spent, -log2_p)
-    assert np.array_equal(pixel_coder(model.likelihood).pop(coder, dist), images.astype(np.int32))
+    assert_pixels_cost_their_likelihood(model, images, seed=1)
 
 
 def test_a_colour_model_needs_three_channels():

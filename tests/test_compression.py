@@ -11,7 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from tests.conftest import synthetic_digits, tiny_config, tiny_model
+from tests.conftest import (
+    assert_pixels_cost_their_likelihood,
+    synthetic_digits,
+    tiny_config,
+    tiny_model,
+)
 from vaekit.checkpoint import load_checkpoint
 from vaekit.coding.bitsback import CodingError
 from vaekit.coding.files import (
@@ -21,7 +26,6 @@ from vaekit.coding.files import (
     decompress_file,
     read_header,
 )
-from vaekit.coding.pixels import pixel_coder
 from vaekit.data import idx_bytes, load_dataset
 from vaekit.data.pixels import binarize_fixed
 from vaekit.evaluation import evaluate
@@ -143,23 +147,10 @@ def test_npy_and_png_folder_round_trip(models, mnist_test, tmp_path):
 def test_pixel_bits_equal_the_likelihoods_probability(pixels):
     """For every codable likelihood: pushing images under p(x|z) costs -log2 p(x|z) bits, the
     probability `log_prob` gives with the same quantized parameters, within 0.001 bits/dim."""
-    import constriction
-
     model = tiny_model(pixels, latent_dim=4, shape=(1, 12, 12), hidden=(32,), seed=1)
     imgs = synthetic_digits(50, 12)[:, None]
     x = imgs if pixels == "8bit" else (imgs > 100).astype(np.uint8)
-    z = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        dist = model.likelihood.coding_distribution(model.decode_params(z))
-    log2_p = dist.log_prob(torch.from_numpy(x).double()).sum().item() / np.log(2)
-    # Start from a full stack of random words, so that what the push adds is what it spends.
-    start = np.random.default_rng(0).integers(1, 2**32, 64, dtype=np.uint64).astype(np.uint32)
-    coder = constriction.stream.stack.AnsCoder(start)
-    before = coder.num_valid_bits()
-    pixel_coder(model.likelihood).push(coder, x, dist)
-    spent = coder.num_valid_bits() - before
-    assert abs(spent + log2_p) / x.size < 0.001, (spent, -log2_p)
-    assert np.array_equal(pixel_coder(model.likelihood).pop(coder, dist), x.astype(np.int32))
+    assert_pixels_cost_their_likelihood(model, x)
 
 
 def test_wrong_model_refused(models, mnist_test):
