@@ -62,7 +62,7 @@ def test_exif_orientation_is_applied(messy):
     from vaekit.data.sources import _read_image
 
     assert Image.open(messy / "cats" / "rotated.jpg").size == (20, 30)  # stored 20 wide, 30 high
-    arr, _ = _read_image(messy / "cats" / "rotated.jpg", AS_STORED)
+    arr = _read_image(messy / "cats" / "rotated.jpg", AS_STORED)[0]
     assert arr.shape[:2] == (20, 30)  # shown rotated by 90 degrees: 20 high, 30 wide
 
 
@@ -72,7 +72,7 @@ def test_resizing_covers_the_size_and_crops_the_centre(tmp_path):
     arr = np.zeros((40, 80), np.uint8)
     arr[:, 20:60] = 255  # a white centre band half the width
     Image.fromarray(arr).save(tmp_path / "wide.png")
-    out, _ = _read_image(tmp_path / "wide.png", ImageOptions((20, 20)))
+    out = _read_image(tmp_path / "wide.png", ImageOptions((20, 20)))[0]
     # shorter side 40 -> 20 (the width 80 -> 40), then the centre 20 columns: all white
     assert out.shape == (20, 20) and out.min() > 200
     assert parse_image_size("32") == (32, 32) and parse_image_size("16x24") == (16, 24)
@@ -149,3 +149,14 @@ def test_every_command_works_on_the_folder(messy, tmp_path):
         png = out / (name.rsplit(".", 1)[0] + ".png")
         got = np.asarray(Image.open(png).convert("RGB")).transpose(2, 0, 1)
         assert np.array_equal(got, im), name
+
+
+def test_16_bit_grey_images_keep_their_range_in_8_bits(tmp_path):
+    """Pillow's own conversion clips every 16-bit value above 255 to white; the reader scales."""
+    ramp = np.array([[0, 257, 32896, 65535]], dtype=np.uint16).repeat(4, 0)
+    for i in range(2):
+        Image.fromarray(ramp).save(tmp_path / f"{i}.png")
+    assert Image.open(tmp_path / "0.png").mode.startswith("I")
+    with pytest.warns(DataNote, match="16 or 32 bits per pixel, scaled to 8 bits"):
+        images, _, _, _ = read_labelled_folder(tmp_path)
+    assert images[0, 0, 0].tolist() == [0, 1, 128, 255]

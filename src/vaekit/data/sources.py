@@ -251,9 +251,23 @@ def _cover_and_crop(im, size: tuple[int, int]):
     return im.crop((left, top, left + w, top + h))
 
 
-def _read_image(p: Path, options: ImageOptions) -> tuple[np.ndarray | None, bool]:
-    """One image file as uint8 (H, W) grey or (H, W, 3) colour, upright (EXIF), and whether it
-    had an alpha channel; (None, False) for an unreadable file that `skip_bad` skips."""
+_DEEP_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # Pillow's 16- and 32-bit grey
+
+
+def _to_8bit(im):
+    """A 16- or 32-bit grey image as 8-bit grey, its full range scaled to 0..255 (Pillow's
+    own conversion clips every value above 255)."""
+    from PIL import Image
+
+    arr = np.asarray(im, dtype=np.float64)
+    top = 65535.0 if im.mode.startswith("I;16") or arr.max() <= 65535 else float(2**32 - 1)
+    return Image.fromarray(np.round(np.clip(arr, 0, top) * (255.0 / top)).astype(np.uint8))
+
+
+def _read_image(p: Path, options: ImageOptions) -> tuple[np.ndarray | None, bool, bool]:
+    """One image file as uint8 (H, W) grey or (H, W, 3) colour, upright (EXIF), whether it had
+    an alpha channel and whether it had more than 8 bits per pixel; (None, False, False) for
+    an unreadable file that `skip_bad` skips."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -267,17 +281,18 @@ def _read_image(p: Path, options: ImageOptions) -> tuple[np.ndarray | None, bool
         raise DataError(f"{p}: refused as a decompression bomb ({e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if options.skip_bad:
-            return None, False
+            return None, False, False
         raise DataError(f"{p}: not a readable image ({e}); --skip-bad skips such files") from e
     alpha = "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info)
-    gray = im.mode in ("1", "L", "LA", "I", "I;16")
-    im = im.convert("L" if gray else "RGB")
+    deep = im.mode in _DEEP_GREY_MODES
+    gray = deep or im.mode in ("1", "L", "LA")
+    im = _to_8bit(im) if deep else im.convert("L" if gray else "RGB")
     if options.size is not None:
         im = _cover_and_crop(im, options.size)
     arr = np.asarray(im)
     if not gray and (arr == arr[..., :1]).all():  # palette or RGB images of greys
         arr = arr[..., 0]
-    return arr, alpha
+    return arr, alpha, deep
 
 
 def _note(text: str) -> None:
@@ -298,13 +313,14 @@ def read_labelled_folder(
 ) -> tuple[np.ndarray, list[str], np.ndarray | None, list[str]]:
     """Images, relative paths, labels (None for a flat folder) and class names."""
     paths, labels, classes = image_folder_layout(folder)
-    images, kept, alpha = [], [], 0
+    images, kept, alpha, deep = [], [], 0, 0
     for i, p in enumerate(paths):
-        arr, had_alpha = _read_image(p, options)
+        arr, had_alpha, was_deep = _read_image(p, options)
         if arr is not None:
             images.append(arr)
             kept.append(i)
             alpha += had_alpha
+            deep += was_deep
     if len(kept) < len(paths):
         bad = [paths[i] for i in range(len(paths)) if i not in set(kept)]
         _note(f"{folder}: skipped {len(bad)} unreadable file(s) (--skip-bad), e.g. {bad[0]}")
@@ -314,6 +330,8 @@ def read_labelled_folder(
         labels = None if labels is None else labels[kept]
     if alpha:
         _note(f"{folder}: {alpha} image(s) had an alpha channel, dropped (colour kept as stored)")
+    if deep:
+        _note(f"{folder}: {deep} image(s) had 16 or 32 bits per pixel, scaled to 8 bits")
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         if len({s[:2] for s in shapes}) > 1:
